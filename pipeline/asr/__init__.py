@@ -1,0 +1,3 @@
+from .base import SpeechRecognizer, Transcript
+
+__all__ = ["SpeechRecognizer", "Transcript"]

@@ -1,0 +1,57 @@
+"""Build the model engines once per process; every call shares them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .asr.base import SpeechRecognizer
+from .llm.base import LanguageModel
+from .settings import EngineSettings
+from .tts.base import SpeechSynthesizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engines:
+    asr: SpeechRecognizer
+    llm: LanguageModel
+    tts: SpeechSynthesizer
+
+    async def close(self) -> None:
+        for engine in (self.asr, self.llm, self.tts):
+            closer: Any = getattr(engine, "close", None)
+            if closer is not None:
+                result = closer()
+                if hasattr(result, "__await__"):
+                    await result
+
+
+def build_llm(settings: EngineSettings) -> LanguageModel:
+    if settings.llm_backend == "openai":
+        from .llm.openai_compat import OpenAICompatibleModel
+
+        return OpenAICompatibleModel(
+            settings.openai_base_url, settings.openai_model, api_key=settings.openai_api_key
+        )
+    if settings.llm_backend == "local":
+        from .llm.llama_local import LlamaCppModel
+
+        return LlamaCppModel(n_threads=settings.llm_threads)
+    raise ValueError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
+
+
+def load_engines(settings: EngineSettings) -> Engines:
+    """Blocking (seconds): call it from a thread, once, at start-up."""
+    from .asr.whisper import FasterWhisperRecognizer
+    from .tts.piper import PiperSynthesizer
+
+    asr = FasterWhisperRecognizer(settings.asr_model, cpu_threads=settings.asr_threads)
+    llm = build_llm(settings)
+    tts = PiperSynthesizer(
+        default_voice=settings.tts_voice, length_scale=settings.tts_length_scale
+    )
+    log.info("engines loaded: asr=%s llm=%s tts=%s", settings.asr_model, llm.name, tts.voices)
+    return Engines(asr=asr, llm=llm, tts=tts)

@@ -1,0 +1,3 @@
+from .base import ChatMessage, LanguageModel, LLMError
+
+__all__ = ["ChatMessage", "LLMError", "LanguageModel"]

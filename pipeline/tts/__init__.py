@@ -1,0 +1,3 @@
+from .base import SpeechSynthesizer, SynthesizedAudio
+
+__all__ = ["SpeechSynthesizer", "SynthesizedAudio"]

@@ -1,0 +1,87 @@
+"""One thread per model, with priorities.
+
+Model objects (a Whisper model, a llama.cpp context, a Piper voice) are shared by every call
+in the process, and most are not safe to use from two threads at once. Each gets a
+`ModelWorker`: one thread that runs jobs in priority order (a turn's final transcript before a
+partial), and drops a job whose caller stopped waiting before it started. The models release
+the GIL while they compute, so the event loop keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PRIORITY_URGENT = 0  # someone is waiting on this to answer a turn
+PRIORITY_BACKGROUND = 10  # partial transcripts: nice to have, skippable
+
+
+class ModelWorker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=f"model-{name}", daemon=True)
+        self._busy = False
+        self._closed = False
+        self._thread.start()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and self._jobs.empty()
+
+    @property
+    def backlog(self) -> int:
+        return self._jobs.qsize() + (1 if self._busy else 0)
+
+    def submit(
+        self, fn: Callable[..., T], *args: Any, priority: int = PRIORITY_URGENT
+    ) -> asyncio.Future[T]:
+        """Run `fn(*args)` on the worker thread; await the returned future for its result."""
+        if self._closed:
+            raise RuntimeError(f"model worker {self.name} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((priority, next(self._order), (loop, future, fn, args)))
+        return future
+
+    def close(self) -> None:
+        self._closed = True
+        self._jobs.put((-1, -1, None))
+
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._jobs.get()
+            if job is None:
+                return
+            loop, future, fn, args = job
+            if future.cancelled():
+                continue  # the caller gave up (barge-in, hang-up): skip the work entirely
+            self._busy = True
+            try:
+                result = fn(*args)
+                outcome: tuple[Callable[..., None], Any] = (_set_result, result)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                outcome = (_set_exception, exc)
+            finally:
+                self._busy = False
+            try:
+                loop.call_soon_threadsafe(outcome[0], future, outcome[1])
+            except RuntimeError:
+                pass  # that event loop has closed; nobody is waiting any more
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

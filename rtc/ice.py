@@ -1,0 +1,58 @@
+"""Which ICE servers and local addresses a peer connection uses.
+
+aiortc falls back to Google's STUN server when no ICE server is configured, and aioice never
+offers 127.0.0.1 as a host candidate. Both are wrong for us: we always pass an explicit list,
+and `restrict_host_addresses` fixes which local addresses become host candidates (loopback
+for tests and load tests, one public interface on a server).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_allowed_hosts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+def rtc_configuration(servers: Sequence[IceServer] = ()) -> RTCConfiguration:
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in servers
+        ]
+    )
+
+
+def restrict_host_addresses(addresses: Sequence[str] | None) -> None:
+    """Offer exactly these local addresses as host candidates (None: aioice's own choice).
+
+    aioice reads the addresses through a module function, so this is process-wide.
+    """
+    global _allowed_hosts
+    if addresses is None:
+        _allowed_hosts = None
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    for address in addresses:
+        ipaddress.ip_address(address)  # ValueError names the bad address
+    _allowed_hosts = tuple(addresses)
+    aioice.ice.get_host_addresses = _allowed_host_addresses
+
+
+def _allowed_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    hosts = _allowed_hosts or ()
+    return [
+        a for a in hosts if (use_ipv6 if ipaddress.ip_address(a).version == 6 else use_ipv4)
+    ]

@@ -1,0 +1,160 @@
+"""Media tracks of a call: the bot's paced voice out, the caller's audio and video in."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+
+from .resample import Rechunker, frame_to_mono, mono_resampler, resample_pcm
+
+log = logging.getLogger(__name__)
+
+WEBRTC_RATE = 48_000
+FRAME_MS = 20
+FRAME_SAMPLES = WEBRTC_RATE * FRAME_MS // 1000  # 960
+_TIME_BASE = fractions.Fraction(1, WEBRTC_RATE)
+LATE_FRAME_S = 0.04  # a frame handed out this late counts as late (a gap the caller hears)
+RESYNC_S = 0.2  # further behind than this, restart the clock instead of bursting to catch up
+
+
+class PacedAudioTrack(MediaStreamTrack):
+    """Outgoing audio: 20 ms frames at wall-clock pace, silence when there is nothing to say.
+
+    aiortc pulls `recv()` as fast as it returns, so the pacing is ours. The queue lives here,
+    not in aiortc, so `clear()` silences the bot within one frame.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: collections.deque[np.ndarray] = collections.deque()
+        self._queued = 0  # samples waiting in _chunks
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._clock_start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+        self.frames_late = 0
+        self.voice_frames_sent = 0
+
+    # -- the pipeline's side (pipeline.session.AudioOutput) --
+
+    def enqueue(self, pcm: np.ndarray, sample_rate: int) -> None:
+        audio = resample_pcm(pcm, sample_rate, WEBRTC_RATE)
+        if audio.size:
+            self._chunks.append(audio)
+            self._queued += audio.size
+            self._drained.clear()
+
+    def clear(self) -> float:
+        dropped = self._queued
+        self._chunks.clear()
+        self._queued = 0
+        self._drained.set()
+        return dropped / WEBRTC_RATE
+
+    def pending_seconds(self) -> float:
+        return self._queued / WEBRTC_RATE
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+    # -- aiortc's side --
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._clock_start is None:
+            self._clock_start = now
+        else:
+            self._pts += FRAME_SAMPLES
+            due = self._clock_start + self._pts / WEBRTC_RATE
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > RESYNC_S:
+                self._clock_start = now - self._pts / WEBRTC_RATE  # stalled: don't burst
+            elif now - due > LATE_FRAME_S:
+                self.frames_late += 1
+        samples = self._take(FRAME_SAMPLES)
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(samples.tobytes())
+        frame.pts = self._pts
+        frame.sample_rate = WEBRTC_RATE
+        frame.time_base = _TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+    def _take(self, n: int) -> np.ndarray:
+        if not self._queued:
+            return np.zeros(n, dtype=np.int16)
+        self.voice_frames_sent += 1
+        parts: list[np.ndarray] = []
+        need = n
+        while need and self._chunks:
+            head = self._chunks[0]
+            if len(head) <= need:
+                parts.append(self._chunks.popleft())
+                need -= len(head)
+            else:
+                parts.append(head[:need])
+                self._chunks[0] = head[need:]
+                need = 0
+        taken = n - need
+        self._queued -= taken
+        if need:
+            parts.append(np.zeros(need, dtype=np.int16))
+        if not self._queued:
+            self._drained.set()
+        return np.concatenate(parts)
+
+
+async def pump_audio(
+    track: MediaStreamTrack,
+    on_frame: Callable[[np.ndarray], None],
+    *,
+    rate: int,
+    frame_samples: int,
+) -> None:
+    """Read the caller's audio until the track ends; hand on mono int16 frames at `rate`."""
+    resampler = mono_resampler(rate)
+    rechunker = Rechunker(frame_samples)
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        for chunk in rechunker.push(frame_to_mono(frame, resampler)):
+            on_frame(chunk)
+
+
+class LatestVideoFrame:
+    """Keeps only the newest decoded video frame, for a pipeline that wants to look."""
+
+    def __init__(self) -> None:
+        self.frame: Any | None = None
+        self.frames_received = 0
+        self.received_at: float | None = None
+
+
+async def drain_video(track: MediaStreamTrack, latest: LatestVideoFrame) -> None:
+    """aiortc queues decoded frames without bound until someone reads them: read them all."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        latest.frame = frame
+        latest.frames_received += 1
+        latest.received_at = time.monotonic()

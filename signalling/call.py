@@ -1,0 +1,263 @@
+"""One live call: its peer connection, media tasks, event channel and conversation.
+
+A call owns everything it starts; `close()` releases all of it (tasks, peer connection,
+pipeline work), whatever ended the call: hang-up, ICE failure, DELETE, a timeout, or a crash
+inside this call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamTrack
+
+from pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
+from pipeline.engines import Engines
+from pipeline.session import VoiceSession
+from rtc.peer import accept_offer, create_answer, new_peer_connection
+from rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
+
+from .config import CallbotConfig
+
+log = logging.getLogger(__name__)
+
+EVENTS_LABEL = "events"
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Per-call choices, already validated against what the server allows."""
+
+    system_prompt: str | None = None
+    voice: str | None = None
+    language: str | None = None
+
+
+class Call:
+    def __init__(
+        self,
+        config: CallbotConfig,
+        engines: Engines,
+        options: CallOptions,
+        on_closed: Callable[[Call], Awaitable[None] | None] | None = None,
+        on_event: Callable[[Call, str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.config = config
+        self.options = options
+        self.started_at = time.monotonic()
+        self.created_wall = time.time()
+        self.state = "new"
+        self.close_reason: str | None = None
+        self._on_closed = on_closed
+        self._on_event = on_event
+        self.pc: RTCPeerConnection = new_peer_connection(config.ice_servers)
+        self.output = PacedAudioTrack()
+        self.video = LatestVideoFrame()
+        self.session = VoiceSession(
+            engines,
+            output=self.output,
+            emit=self.send_event,
+            settings=config.turn,
+            system_prompt=options.system_prompt,
+            voice=options.voice,
+            language=options.language,
+        )
+        self._channel: RTCDataChannel | None = None
+        self._unsent: list[str] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_audio = time.monotonic()
+        self._closing: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+        self.audio_frames_in = 0
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "call_id": self.id,
+            "state": self.state,
+            "bot_state": self.session.state,
+            "age_s": round(self.age_s, 1),
+            "ice_state": self.pc.iceConnectionState,
+            "audio_frames_in": self.audio_frames_in,
+            "audio_frames_out": self.output.frames_sent,
+            "video_frames_in": self.video.frames_received,
+        }
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Negotiate; on any failure the call is closed before the error propagates."""
+        pc = self.pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            await accept_offer(pc, offer_sdp)
+            pc.addTrack(self.output)
+            sdp = await create_answer(pc)
+        except BaseException:
+            await self.close("negotiation_failed")
+            raise
+        self.state = "connecting"
+        self._spawn(self._watchdog(), "watchdog")
+        return sdp
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(
+                pump_audio(track, self._on_audio, rate=PIPELINE_RATE, frame_samples=FRAME_SAMPLES),
+                "audio-in",
+            )
+        elif track.kind == "video":
+            self._spawn(drain_video(track, self.video), "video-in")
+
+    def _on_audio(self, frame: Any) -> None:
+        self.audio_frames_in += 1
+        self._last_audio = time.monotonic()
+        self.session.feed(frame)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != EVENTS_LABEL:
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._flush_events()
+        else:
+            channel.on("open", self._flush_events)
+
+    async def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self.state = "active"
+        elif state in ("failed", "closed"):
+            await self.close(f"ice_{state}")
+
+    async def _watchdog(self) -> None:
+        """Ends calls that never connect, go quiet, drop off, or run too long."""
+        limits = self.config.limits
+        disconnected_since: float | None = None
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if self.pc.connectionState == "disconnected":
+                disconnected_since = disconnected_since or now
+                if now - disconnected_since > limits.disconnect_grace_s:
+                    return await self.close("disconnected")
+            else:
+                disconnected_since = None
+            if self.state == "connecting" and self.age_s > limits.setup_timeout_s:
+                return await self.close("setup_timeout")
+            if self.age_s > limits.max_call_s:
+                self.send_event("error", {"code": "max_duration", "message": "call time limit"})
+                return await self.close("max_duration")
+            if self.state == "active" and now - self._last_audio > limits.idle_timeout_s:
+                return await self.close("idle_timeout")
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def send_event(self, name: str, fields: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(self, name, fields)
+        payload = {"type": name, "t_ms": round(self.age_s * 1000, 1), **fields}
+        message = json.dumps(payload, separators=(",", ":"))
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(message)
+        elif len(self._unsent) < 256:  # before the channel opens; bounded
+            self._unsent.append(message)
+
+    def _flush_events(self) -> None:
+        channel = self._channel
+        if channel is None:
+            return
+        for message in self._unsent:
+            channel.send(message)
+        self._unsent.clear()
+
+    def _on_message(self, message: str | bytes) -> None:
+        limits = self.config.limits
+        if isinstance(message, bytes) or len(message) > limits.max_event_bytes:
+            return self._client_error("bad_message", "messages are JSON text of at most "
+                                      f"{limits.max_event_bytes} bytes")
+        try:
+            data = json.loads(message)
+        except json.JSONDecodeError:
+            return self._client_error("bad_message", "message is not valid JSON")
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            return self._client_error("bad_message", "message needs a string 'type'")
+        kind = data["type"]
+        if kind == "input.text":
+            text = data.get("text")
+            if not isinstance(text, str) or not text.strip():
+                return self._client_error("bad_message", "input.text needs a non-empty 'text'")
+            if len(text) > limits.max_text_chars:
+                return self._client_error("bad_message", "input.text is too long")
+            self.session.submit_text(text)
+        elif kind == "response.cancel":
+            self.session.cancel_response()
+        else:
+            self._client_error("unknown_type", f"unknown message type {kind[:40]!r}")
+
+    def _client_error(self, code: str, message: str) -> None:
+        self.send_event("error", {"code": code, "message": message})
+
+    # ---- tear-down ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"call-{self.id[:8]}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a crash inside this call ends this call only
+            log.error("call %s: task %s crashed", self.id, task.get_name(), exc_info=exc)
+            self.send_event("error", {"code": "internal", "message": "the call failed"})
+            asyncio.ensure_future(self.close("crashed"))
+
+    async def close(self, reason: str) -> None:
+        """Idempotent; concurrent callers all wait for the one tear-down."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        self.close_reason = reason
+        self.state = "closing"
+        log.info("call %s closing: %s", self.id, reason)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await self.session.close()
+        self.output.stop()
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5)
+        except Exception:
+            log.exception("call %s: closing the peer connection failed", self.id)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._unsent.clear()
+        self.video.frame = None
+        self.state = "closed"
+        self.closed.set()
+        if self._on_closed is not None:
+            result = self._on_closed(self)
+            if result is not None:
+                await result

@@ -1,0 +1,221 @@
+"""Server configuration: typed, validated, from a TOML/YAML file, environment and flags.
+
+Every error names the key that is wrong, e.g. `limits.max_calls: expected an integer >= 1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import EngineSettings, TurnSettings
+from rtc.ice import IceServer
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_calls: int = 8  # concurrent calls; more get 503
+    max_call_s: float = 1800.0  # a call is ended after this long
+    idle_timeout_s: float = 60.0  # no audio from the caller for this long ends the call
+    disconnect_grace_s: float = 5.0  # ICE 'disconnected' this long ends the call
+    setup_timeout_s: float = 20.0  # offer -> connected
+    max_sdp_bytes: int = 64 * 1024
+    max_body_bytes: int = 96 * 1024
+    max_prompt_chars: int = 2000
+    max_event_bytes: int = 4096  # data-channel messages from the caller
+    max_text_chars: int = 1000  # one typed turn
+
+
+@dataclasses.dataclass(frozen=True)
+class CallbotConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
+    ice_servers: tuple[IceServer, ...] = ()
+    languages: tuple[str, ...] = ("en",)  # what a call may ask for (ASR + conversation)
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
+    turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
+
+    def replace(self, **changes: Any) -> CallbotConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None,
+             env: Mapping[str, str] | None = None) -> CallbotConfig:
+        """Defaults, then the file (TOML or YAML), then CALLBOT_* environment variables."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = _read_file(Path(path))
+        config = from_mapping(data)
+        return apply_env(config, os.environ if env is None else env)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table of settings")
+    return data
+
+
+def from_mapping(data: Mapping[str, Any]) -> CallbotConfig:
+    return _build(CallbotConfig, data, "")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(fields))})")
+        values[key] = _coerce(fields[key], raw, name)
+    try:
+        obj = cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
+    _validate(obj, prefix)
+    return obj
+
+
+def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
+    default = (
+        field.default_factory() if field.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+        else field.default
+    )
+    if dataclasses.is_dataclass(default):
+        return _build(type(default), raw, f"{name}.")
+    if field.name == "ice_servers":
+        return tuple(_ice_server(item, f"{name}[{i}]") for i, item in enumerate(raw or []))
+    if field.name in ("ice_hosts", "languages"):
+        if raw is None and field.name == "ice_hosts":
+            return None
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{name}: expected a list of strings")
+        return tuple(i.strip() for i in items if i.strip())
+    if isinstance(default, bool):
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return raw.lower() in ("1", "true", "yes")
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected true or false")
+        return raw
+    if isinstance(default, int):
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+        return value
+    if isinstance(default, float) or field.type in ("float | None",):
+        if raw is None:
+            return None
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if raw is not None and not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected a string, got {raw!r}")
+    return raw
+
+
+def _ice_server(item: Any, name: str) -> IceServer:
+    if isinstance(item, str):
+        return IceServer(urls=(item,))
+    if not isinstance(item, Mapping) or "urls" not in item:
+        raise ConfigError(f"{name}: expected a URL or a table with 'urls'")
+    urls = item["urls"]
+    urls = (urls,) if isinstance(urls, str) else tuple(urls)
+    return IceServer(urls=urls, username=item.get("username"), credential=item.get("credential"))
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    if isinstance(obj, Limits):
+        for f in dataclasses.fields(obj):
+            if getattr(obj, f.name) <= 0:
+                raise ConfigError(f"{prefix}{f.name}: must be greater than 0")
+    if isinstance(obj, CallbotConfig):
+        if not 0 < obj.port < 65536:
+            raise ConfigError("port: expected 1..65535")
+        if obj.ice_hosts is not None:
+            import ipaddress
+
+            for host in obj.ice_hosts:
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    raise ConfigError(f"ice_hosts: {host!r} is not an IP address") from None
+    if isinstance(obj, EngineSettings) and obj.llm_backend not in ("local", "openai"):
+        raise ConfigError(f"{prefix}llm_backend: expected 'local' or 'openai'")
+    if isinstance(obj, EngineSettings) and obj.asr_model not in ("tiny.en", "base"):
+        raise ConfigError(f"{prefix}asr_model: expected 'tiny.en' or 'base'")
+    if isinstance(obj, TurnSettings) and not 0 <= obj.vad_aggressiveness <= 3:
+        raise ConfigError(f"{prefix}vad_aggressiveness: expected 0..3")
+
+
+# Environment variables, each mapped to a dotted key of the config.
+ENV_KEYS = {
+    "CALLBOT_HOST": "host",
+    "CALLBOT_PORT": "port",
+    "CALLBOT_ICE_HOSTS": "ice_hosts",
+    "CALLBOT_MAX_CALLS": "limits.max_calls",
+    "CALLBOT_ASR_MODEL": "engines.asr_model",
+    "CALLBOT_LLM_BACKEND": "engines.llm_backend",
+    "CALLBOT_LLM_BASE_URL": "engines.openai_base_url",
+    "CALLBOT_LLM_MODEL": "engines.openai_model",
+    "CALLBOT_LLM_API_KEY": "engines.openai_api_key",
+    "CALLBOT_SYSTEM_PROMPT": "turn.system_prompt",
+}
+
+
+def apply_env(config: CallbotConfig, env: Mapping[str, str]) -> CallbotConfig:
+    overrides = {key: env[var] for var, key in ENV_KEYS.items() if var in env}
+    if "engines.openai_base_url" in overrides and "engines.llm_backend" not in overrides:
+        overrides["engines.llm_backend"] = "openai"  # pointing at a server means using it
+    return with_overrides(config, overrides)
+
+
+def with_overrides(config: CallbotConfig, overrides: Mapping[str, Any]) -> CallbotConfig:
+    """Apply dotted-key overrides (from env or flags), validated like the file."""
+    data = _to_mapping(config)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return from_mapping(data)
+
+
+def _to_mapping(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = _to_mapping(value)
+        elif f.name == "ice_servers":
+            out[f.name] = [dataclasses.asdict(s) | {"urls": list(s.urls)} for s in value]
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,48 @@
+"""The calls alive in this process, with the concurrency cap."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .call import Call
+
+
+class CallLimitReached(Exception):
+    pass
+
+
+class CallRegistry:
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self._calls: dict[str, Call] = {}
+        self._reserved = 0  # calls being negotiated, counted against the cap
+        self.total_started = 0
+
+    def reserve(self) -> None:
+        """Claim a slot before negotiating, so concurrent offers cannot overshoot the cap."""
+        if len(self._calls) + self._reserved >= self.max_calls:
+            raise CallLimitReached
+        self._reserved += 1
+
+    def release_reservation(self) -> None:
+        self._reserved -= 1
+
+    def add(self, call: Call) -> None:
+        self._reserved -= 1
+        self._calls[call.id] = call
+        self.total_started += 1
+
+    def discard(self, call: Call) -> None:
+        self._calls.pop(call.id, None)
+
+    def get(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def all(self) -> list[Call]:
+        return list(self._calls.values())
+
+    async def close_all(self, reason: str) -> None:
+        await asyncio.gather(*(c.close(reason) for c in self.all()), return_exceptions=True)

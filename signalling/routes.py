@@ -1,0 +1,170 @@
+"""HTTP handlers of the call API (`/v1/calls`, `/healthz`) and the demo page."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from .call import Call, CallOptions
+from .errors import ApiError
+from .registry import CallLimitReached
+from .state import STATE, AppState
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+def _state(request: web.Request) -> AppState:
+    return request.app[STATE]
+
+
+async def _read_json(request: web.Request, max_bytes: int) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the offer as application/json")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    body = await request.content.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+
+
+def _validate_offer(body: Any, max_sdp_bytes: int) -> str:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "request body must be a JSON object")
+    if body.get("type") != "offer":
+        raise ApiError(400, "invalid_request", "'type' must be \"offer\"")
+    sdp = body.get("sdp")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise ApiError(400, "invalid_sdp", "'sdp' must be a non-empty string")
+    if len(sdp.encode()) > max_sdp_bytes:
+        raise ApiError(413, "sdp_too_large", f"'sdp' is over {max_sdp_bytes} bytes")
+    if not sdp.lstrip().startswith("v=0"):
+        raise ApiError(400, "invalid_sdp", "'sdp' is not a session description (no v=0)")
+    if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
+        raise ApiError(400, "no_audio", "the offer has no audio m-line: a call needs a microphone")
+    return sdp
+
+
+def _validate_options(raw: Any, state: AppState) -> CallOptions:
+    if raw is None:
+        return CallOptions()
+    if not isinstance(raw, dict):
+        raise ApiError(400, "invalid_options", "'options' must be a JSON object")
+    allowed = {"system_prompt", "voice", "language"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ApiError(400, "invalid_options", f"unknown option(s): {', '.join(sorted(unknown))}")
+    limits = state.config.limits
+    prompt = raw.get("system_prompt")
+    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > limits.max_prompt_chars):
+        raise ApiError(400, "invalid_options",
+                       f"'system_prompt' must be a string of at most {limits.max_prompt_chars} chars")
+    voice = raw.get("voice")
+    voices = state.engines.tts.voices
+    if voice is not None and voice not in voices:
+        raise ApiError(400, "invalid_options", f"'voice' must be one of {list(voices)}")
+    language = raw.get("language")
+    languages = state.allowed_languages()
+    if language is not None and language not in languages:
+        raise ApiError(400, "invalid_options", f"'language' must be one of {list(languages)}")
+    return CallOptions(system_prompt=prompt, voice=voice, language=language)
+
+
+@routes.post("/v1/calls")
+async def create_call(request: web.Request) -> web.Response:
+    state = _state(request)
+    if state.draining:
+        raise ApiError(503, "shutting_down", "the server is shutting down")
+    limits = state.config.limits
+    body = await _read_json(request, limits.max_body_bytes)
+    sdp = _validate_offer(body, limits.max_sdp_bytes)
+    options = _validate_options(body.get("options"), state)
+    try:
+        state.registry.reserve()
+    except CallLimitReached:
+        state.metrics.call_rejected("capacity")
+        raise ApiError(503, "too_many_calls",
+                       f"the server is at its limit of {limits.max_calls} calls; try again later"
+                       ) from None
+    call = Call(
+        state.config, state.engines, options,
+        on_closed=state.on_call_closed, on_event=state.on_call_event,
+    )
+    try:
+        answer = await call.answer(sdp)
+    except Exception as exc:
+        state.registry.release_reservation()
+        state.metrics.call_rejected("bad_sdp")
+        log.info("offer rejected: %s", exc)
+        raise ApiError(400, "sdp_rejected", f"the offer could not be used: {exc}") from None
+    except BaseException:
+        state.registry.release_reservation()
+        raise
+    state.registry.add(call)
+    state.metrics.call_started()
+    return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
+
+
+@routes.get("/v1/calls")
+async def list_calls(request: web.Request) -> web.Response:
+    registry = _state(request).registry
+    return web.json_response({"calls": [c.describe() for c in registry.all()]})
+
+
+@routes.delete("/v1/calls/{call_id}")
+async def delete_call(request: web.Request) -> web.Response:
+    call: Call | None = _state(request).registry.get(request.match_info["call_id"])
+    if call is None:
+        raise ApiError(404, "call_not_found", "no active call with that id")
+    await call.close("hangup")
+    return web.Response(status=204)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    state = _state(request)
+    return web.json_response({
+        "status": "draining" if state.draining else "ok",
+        "calls": len(state.registry),
+        "max_calls": state.config.limits.max_calls,
+        "asr": state.config.engines.asr_model,
+        "llm": state.engines.llm.name,
+        "voices": list(state.engines.tts.voices),
+    })
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = _state(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _demo_file(name: str) -> bytes:
+    return (resources.files("web_demo") / name).read_bytes()
+
+
+_DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+@routes.get("/")
+async def demo_page(request: web.Request) -> web.Response:
+    if not request.path.endswith("/"):  # relative URLs in the page need the trailing slash
+        raise web.HTTPFound(request.path + "/")
+    return web.Response(body=_demo_file("index.html"), content_type="text/html")
+
+
+@routes.get("/demo/{name}")
+async def demo_asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in _DEMO_TYPES:
+        raise ApiError(404, "not_found", "no such file")
+    return web.Response(body=_demo_file(name), content_type=_DEMO_TYPES[name])

@@ -1,0 +1,66 @@
+"""Shared fixtures: the models (loaded once), servers on loopback, speech clips."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from pipeline.engines import Engines
+from pipeline.settings import EngineSettings
+from signalling.app import create_app, shared_engines
+from signalling.config import CallbotConfig
+from tests import speech
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly
+
+LOOPBACK = "127.0.0.1"
+TEST_CONFIG = CallbotConfig(ice_hosts=(LOOPBACK,))
+
+ServerFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+def engines() -> Engines:
+    return shared_engines(EngineSettings())
+
+
+@pytest.fixture(scope="session")
+async def start_server(engines: Engines) -> AsyncIterator[ServerFactory]:
+    """Starts callbot apps on loopback (free port); returns their base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(config: CallbotConfig = TEST_CONFIG, *, app_engines: Engines | None = None,
+                    app: web.Application | None = None) -> str:
+        application = app or create_app(config, engines=app_engines or engines)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        site = web.TCPSite(runner, LOOPBACK, 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://{LOOPBACK}:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def server(start_server: ServerFactory) -> str:
+    """The default server (embedded models, loopback ICE), shared by tests that only call."""
+    return await start_server()
+
+
+@pytest.fixture(scope="session")
+def question() -> speech.Clip:
+    """One spoken question with 0.5 s of silence before and 1.5 s after, at 48 kHz."""
+    return speech.espeak("How many legs does a spider have?", 48_000).padded(0.5, 1.5)
+
+
+@pytest.fixture(scope="session")
+def require_real_speech() -> None:
+    if not speech.real_speech_available():
+        pytest.fail("pocketsphinx-testdata is not installed (apt-get install it)")
