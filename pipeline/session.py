@@ -56,6 +56,7 @@ class Turn:
     committed: bool = False
     task: asyncio.Task[None] | None = None
     transcript_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    committed_event: asyncio.Event = field(default_factory=asyncio.Event)
     held_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     held_audio: list[tuple[str, np.ndarray, int]] = field(default_factory=list)
     played: list[tuple[str, float]] = field(default_factory=list)  # (text, seconds) enqueued
@@ -214,6 +215,7 @@ class VoiceSession:
         if turn is None:
             return
         turn.committed = True
+        turn.committed_event.set()
         turn.timings["commit"] = time.perf_counter()
         if turn.user_text is not None and not self._with_carry_over(turn.user_text):
             if turn.task:
@@ -347,17 +349,12 @@ class VoiceSession:
         for piece in chunker.flush():
             await self._speak(turn, piece)
         turn.timings["llm_done_ms"] = (time.perf_counter() - llm_started) * 1000
-        if not turn.committed:
-            await self._wait_committed(turn)
+        await turn.committed_event.wait()  # a speculative reply waits for the turn to end
         if turn.played:
             await self._output.wait_drained()
             self._send("response.audio.done", {"turn_id": turn.id})
         self.history.append({"role": "assistant", "content": turn.reply_text.strip()})
         self._send_metrics(turn)
-
-    async def _wait_committed(self, turn: Turn) -> None:
-        while not turn.committed:
-            await asyncio.sleep(0.02)
 
     async def _speak(self, turn: Turn, text: str) -> None:
         started = time.perf_counter()

@@ -17,7 +17,6 @@ import webrtcvad
 
 from .audio import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE
 
-
 TRAILING_KEEP_MS = 100  # silence kept after the last voiced frame: Whisper needs the word's tail
 
 
@@ -39,8 +38,10 @@ class WebRtcVad:
 
 @dataclass(frozen=True)
 class SegmenterSettings:
-    start_ms: int = 80  # voiced audio within the start window that opens a segment
-    start_window_ms: int = 120
+    # Voiced audio within the start window that opens a segment. webrtcvad marks 80-100 ms
+    # voiced after any transient (a click, noise onset: its hangover), so ask for more.
+    start_ms: int = 120
+    start_window_ms: int = 160
     pause_ms: int = 160  # silence after speech that counts as a pause (speculation starts)
     resume_ms: int = 60  # voiced audio after a pause that resumes the segment
     preroll_ms: int = 240  # audio kept from before the detected start

@@ -22,7 +22,12 @@ from aiortc.mediastreams import MediaStreamTrack
 from pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
 from pipeline.engines import Engines
 from pipeline.session import VoiceSession
-from rtc.peer import accept_offer, create_answer, new_peer_connection
+from rtc.peer import (
+    accept_offer,
+    create_answer,
+    new_peer_connection,
+    shorten_audio_jitter_buffer,
+)
 from rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
 
 from .config import CallbotConfig
@@ -105,6 +110,7 @@ class Call:
         pc.on("connectionstatechange", self._on_connection_state)
         try:
             await accept_offer(pc, offer_sdp)
+            shorten_audio_jitter_buffer(pc)
             pc.addTrack(self.output)
             sdp = await create_answer(pc)
         except BaseException:

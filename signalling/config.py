@@ -32,6 +32,19 @@ class Limits:
     max_prompt_chars: int = 2000
     max_event_bytes: int = 4096  # data-channel messages from the caller
     max_text_chars: int = 1000  # one typed turn
+    max_calls_per_client: int = 4  # concurrent calls of one client (token subject or IP)
+    call_rate_per_minute: float = 30.0  # call set-ups per client per minute (token bucket)
+    drain_s: float = 10.0  # on shutdown: how long active calls may go on before being closed
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthSettings:
+    """Who may start calls (see signalling/auth.py)."""
+
+    mode: str = "auto"  # "auto": none on a loopback listen address, else "token"; "none"; "token"
+    bearer_tokens: tuple[str, ...] = ()  # static API tokens (Authorization: Bearer ...)
+    signing_secret: str | None = None  # verifies short-lived single-use call tokens
+    allowed_origins: tuple[str, ...] = ()  # when set, a browser Origin outside it gets 403
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +57,7 @@ class CallbotConfig:
     limits: Limits = dataclasses.field(default_factory=Limits)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
+    auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
 
     def replace(self, **changes: Any) -> CallbotConfig:
         return dataclasses.replace(self, **changes)
@@ -109,7 +123,7 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         return _build(type(default), raw, f"{name}.")
     if field.name == "ice_servers":
         return tuple(_ice_server(item, f"{name}[{i}]") for i, item in enumerate(raw or []))
-    if field.name in ("ice_hosts", "languages"):
+    if field.name in ("ice_hosts", "languages", "bearer_tokens", "allowed_origins"):
         if raw is None and field.name == "ice_hosts":
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
@@ -166,6 +180,8 @@ def _validate(obj: Any, prefix: str) -> None:
                     ipaddress.ip_address(host)
                 except ValueError:
                     raise ConfigError(f"ice_hosts: {host!r} is not an IP address") from None
+    if isinstance(obj, AuthSettings) and obj.mode not in ("auto", "none", "token"):
+        raise ConfigError(f"{prefix}mode: expected 'auto', 'none' or 'token'")
     if isinstance(obj, EngineSettings) and obj.llm_backend not in ("local", "openai"):
         raise ConfigError(f"{prefix}llm_backend: expected 'local' or 'openai'")
     if isinstance(obj, EngineSettings) and obj.asr_model not in ("tiny.en", "base"):
@@ -186,6 +202,10 @@ ENV_KEYS = {
     "CALLBOT_LLM_MODEL": "engines.openai_model",
     "CALLBOT_LLM_API_KEY": "engines.openai_api_key",
     "CALLBOT_SYSTEM_PROMPT": "turn.system_prompt",
+    "CALLBOT_AUTH_MODE": "auth.mode",
+    "CALLBOT_AUTH_TOKENS": "auth.bearer_tokens",
+    "CALLBOT_AUTH_SIGNING_SECRET": "auth.signing_secret",
+    "CALLBOT_ALLOWED_ORIGINS": "auth.allowed_origins",
 }
 
 

@@ -45,7 +45,11 @@ def _validate_offer(body: Any, max_sdp_bytes: int) -> str:
     sdp = body.get("sdp")
     if not isinstance(sdp, str) or not sdp.strip():
         raise ApiError(400, "invalid_sdp", "'sdp' must be a non-empty string")
-    if len(sdp.encode()) > max_sdp_bytes:
+    try:
+        sdp_bytes = len(sdp.encode())
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") decodes from JSON but is not text
+        raise ApiError(400, "invalid_sdp", "'sdp' is not valid Unicode text") from None
+    if sdp_bytes > max_sdp_bytes:
         raise ApiError(413, "sdp_too_large", f"'sdp' is over {max_sdp_bytes} bytes")
     if not sdp.lstrip().startswith("v=0"):
         raise ApiError(400, "invalid_sdp", "'sdp' is not a session description (no v=0)")
@@ -65,9 +69,10 @@ def _validate_options(raw: Any, state: AppState) -> CallOptions:
         raise ApiError(400, "invalid_options", f"unknown option(s): {', '.join(sorted(unknown))}")
     limits = state.config.limits
     prompt = raw.get("system_prompt")
-    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > limits.max_prompt_chars):
+    max_chars = limits.max_prompt_chars
+    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > max_chars):
         raise ApiError(400, "invalid_options",
-                       f"'system_prompt' must be a string of at most {limits.max_prompt_chars} chars")
+                       f"'system_prompt' must be a string of at most {max_chars} characters")
     voice = raw.get("voice")
     voices = state.engines.tts.voices
     if voice is not None and voice not in voices:

