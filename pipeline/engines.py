@@ -8,7 +8,7 @@ from typing import Any
 
 from .asr.base import SpeechRecognizer
 from .llm.base import LanguageModel
-from .settings import EngineSettings
+from .settings import DEFAULT_SYSTEM_PROMPT, EngineSettings
 from .tts.base import SpeechSynthesizer
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,13 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
     raise ValueError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 
-def load_engines(settings: EngineSettings) -> Engines:
-    """Blocking (seconds): call it from a thread, once, at start-up."""
+def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None) -> Engines:
+    """Blocking (seconds): call it from a thread, once, at start-up.
+
+    Each model then runs once, so the first caller does not pay for cold caches (the first
+    llama.cpp completion took seconds; with the system prompt evaluated here, its tokens are
+    already in the prompt cache when a call starts).
+    """
     from .asr.whisper import FasterWhisperRecognizer
     from .tts.piper import PiperSynthesizer
 
@@ -54,4 +59,8 @@ def load_engines(settings: EngineSettings) -> Engines:
         default_voice=settings.tts_voice, length_scale=settings.tts_length_scale
     )
     log.info("engines loaded: asr=%s llm=%s tts=%s", settings.asr_model, llm.name, tts.voices)
+    for engine in (asr, llm, tts):
+        warm_up: Any = getattr(engine, "warm_up", None)
+        if warm_up is not None:
+            warm_up(warm_up_prompt or DEFAULT_SYSTEM_PROMPT)
     return Engines(asr=asr, llm=llm, tts=tts)

@@ -335,8 +335,10 @@ class VoiceSession:
         messages.append({"role": "user", "content": user_text})
         chunker = SentenceChunker()
         llm_started = time.perf_counter()
+        tools = getattr(self, "tools", None)  # set by the call when the app offers tools
         stream = self._engines.llm.stream_chat(
-            messages, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature
+            messages, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature,
+            **({"tools": tools} if tools else {}),
         )
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for delta in stream:

@@ -8,7 +8,7 @@ import re
 _SENTENCE_END = re.compile(r"([.!?]+[\"')\]]*)(\s+|$)")
 _CLAUSE_END = re.compile(r"([,;:])\s+")
 # Markdown and emoji a language model likes to emit, that a voice should not read aloud.
-_UNSPEAKABLE = re.compile(r"[*_#`~>|]+|[\U0001F300-\U0001FAFF\u2600-\u27BF]")
+_UNSPEAKABLE = re.compile(r"[*_#`~>|]+|[\U0001F300-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]")
 
 
 class SentenceChunker:

@@ -113,9 +113,11 @@ class SyntheticCaller:
         ice_servers: tuple[IceServer, ...] = (),
         keep_audio: bool = True,
         send_video: bool = False,
+        headers: dict[str, str] | None = None,  # e.g. Authorization for the POST
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.options = options
+        self.headers = headers
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.mic = MicrophoneTrack()
         self.heard = HeardAudio(keep_pcm=keep_audio)
@@ -144,7 +146,8 @@ class SyntheticCaller:
         if self.options:
             body["options"] = self.options
         async with aiohttp.ClientSession() as http, http.post(
-            f"{self.base_url}/v1/calls", json=body, timeout=aiohttp.ClientTimeout(total=timeout)
+            f"{self.base_url}/v1/calls", json=body, headers=self.headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             answer = await resp.json()
             if resp.status != 201:

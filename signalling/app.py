@@ -15,6 +15,8 @@ from rtc.ice import restrict_host_addresses
 
 from .config import CallbotConfig
 from .errors import json_errors
+from .hooks import CallHooks
+from .openapi import openapi
 from .routes import routes
 from .state import STATE, AppState
 
@@ -24,37 +26,49 @@ _engine_cache: dict[EngineSettings, Engines] = {}
 _engine_lock = threading.Lock()
 
 
-def shared_engines(settings: EngineSettings) -> Engines:
+def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) -> Engines:
     """Models load once per process and serve every call of every app (blocking)."""
     with _engine_lock:
         engines = _engine_cache.get(settings)
         if engines is None:
-            engines = _engine_cache[settings] = load_engines(settings)
+            engines = load_engines(settings, warm_up_prompt=warm_up_prompt)
+            _engine_cache[settings] = engines
         return engines
 
 
-def create_app(config: CallbotConfig | None = None, *, engines: Engines | None = None
-               ) -> web.Application:
+def create_app(config: CallbotConfig | None = None, *, engines: Engines | None = None,
+               hooks: CallHooks | None = None) -> web.Application:
     """A complete callbot app: call API, demo page, metrics.
 
-    Models load on start-up (in a thread) unless `engines` is given.
+    Models load on start-up (in a thread) unless `engines` is given. `hooks` (see
+    signalling/hooks.py) lets an embedding app follow calls, choose per-call options and
+    offer tools to the LLM.
     """
     config = config or CallbotConfig()
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
+    app.router.add_get("/v1/openapi.json", openapi)
 
     async def start(app: web.Application) -> None:
         audio_level.install()
         if config.ice_hosts is not None:
             restrict_host_addresses(config.ice_hosts)
-        loaded = engines or await asyncio.to_thread(shared_engines, config.engines)
-        app[STATE] = AppState(config=config, engines=loaded)
+        loaded = engines or await asyncio.to_thread(
+            shared_engines, config.engines, config.turn.system_prompt
+        )
+        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)
         if state is not None:
-            state.draining = True
+            state.draining = True  # new calls get 503; active ones may finish for drain_s
+            waits = [asyncio.ensure_future(c.closed.wait()) for c in state.registry.all()]
+            if waits:
+                await asyncio.wait(waits, timeout=config.limits.drain_s)
+                for wait in waits:
+                    wait.cancel()
             await state.registry.close_all("server_shutdown")
+            await state.hook_runner.wait_idle()
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
@@ -62,9 +76,15 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
 
 
 def mount(parent: web.Application, prefix: str = "/callbot",
-          config: CallbotConfig | None = None, *, engines: Engines | None = None
-          ) -> web.Application:
+          config: CallbotConfig | None = None, *, engines: Engines | None = None,
+          hooks: CallHooks | None = None) -> web.Application:
     """Add callbot under `prefix` of an existing aiohttp app; returns the sub-app."""
-    sub = create_app(config, engines=engines)
+    sub = create_app(config, engines=engines, hooks=hooks)
+    prefix = prefix.rstrip("/")
+
+    async def to_demo(request: web.Request) -> web.Response:
+        raise web.HTTPFound(prefix + "/")  # the sub-app only routes paths under prefix + "/"
+
+    parent.router.add_get(prefix, to_demo)  # before the sub-app, which would 404 it
     parent.add_subapp(prefix, sub)
     return sub

@@ -8,6 +8,7 @@ inside this call.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
 from pipeline.engines import Engines
+from pipeline.llm.tools import Tool
 from pipeline.session import VoiceSession
 from rtc.peer import (
     accept_offer,
@@ -44,6 +46,7 @@ class CallOptions:
     system_prompt: str | None = None
     voice: str | None = None
     language: str | None = None
+    tools: tuple[Tool, ...] = ()  # offered to the LLM (OpenAI-compatible backend)
 
 
 class Call:
@@ -76,6 +79,11 @@ class Call:
             voice=options.voice,
             language=options.language,
         )
+        if options.tools:
+            if "tools" in inspect.signature(engines.llm.stream_chat).parameters:
+                self.session.tools = list(options.tools)
+            else:
+                log.warning("LLM %s cannot use tools; they are ignored", engines.llm.name)
         self._channel: RTCDataChannel | None = None
         self._unsent: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import loadtest
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
 
@@ -70,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    loadtest.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "loadtest":
+        return loadtest.main(args)
     if args.command == "serve":
         logging.basicConfig(level=args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

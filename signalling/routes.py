@@ -89,10 +89,27 @@ async def create_call(request: web.Request) -> web.Response:
     state = _state(request)
     if state.draining:
         raise ApiError(503, "shutting_down", "the server is shutting down")
+    try:
+        principal = state.auth.authenticate(request)
+    except ApiError as exc:
+        state.metrics.call_rejected(exc.code)
+        raise
+    state.admit(principal)  # per-client concurrency and rate: 429
+    try:
+        call, answer = await _negotiate(request, state)
+    except BaseException:
+        state.limiter.release(principal.client_id)
+        raise
+    state.call_started(call, principal)
+    return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
+
+
+async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
     limits = state.config.limits
     body = await _read_json(request, limits.max_body_bytes)
     sdp = _validate_offer(body, limits.max_sdp_bytes)
     options = _validate_options(body.get("options"), state)
+    options = await state.hook_runner.options_for(request, options)
     try:
         state.registry.reserve()
     except CallLimitReached:
@@ -116,11 +133,12 @@ async def create_call(request: web.Request) -> web.Response:
         raise
     state.registry.add(call)
     state.metrics.call_started()
-    return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
+    return call, answer
 
 
 @routes.get("/v1/calls")
 async def list_calls(request: web.Request) -> web.Response:
+    _state(request).auth.authenticate(request, allow_call_tokens=False)  # an operator's view
     registry = _state(request).registry
     return web.json_response({"calls": [c.describe() for c in registry.all()]})
 

@@ -9,9 +9,13 @@ from aiohttp import web
 
 from pipeline.engines import Engines
 
+from .auth import Authenticator, Principal
 from .call import Call
 from .config import CallbotConfig
+from .errors import ApiError
+from .hooks import CallHooks, CallInfo, HookRunner
 from .metrics import CallMetrics
+from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
 
 
@@ -19,13 +23,38 @@ from .registry import CallRegistry
 class AppState:
     config: CallbotConfig
     engines: Engines
+    hooks: CallHooks = field(default_factory=CallHooks)
     registry: CallRegistry = field(init=False)
     metrics: CallMetrics = field(init=False)
+    auth: Authenticator = field(init=False)
+    limiter: ClientLimiter = field(init=False)
+    hook_runner: HookRunner = field(init=False)
     draining: bool = False
 
     def __post_init__(self) -> None:
-        self.registry = CallRegistry(self.config.limits.max_calls)
+        limits = self.config.limits
+        self.registry = CallRegistry(limits.max_calls)
         self.metrics = CallMetrics(lambda: len(self.registry))
+        self.auth = Authenticator(self.config.auth, self.config.host)
+        self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
+        self.hook_runner = HookRunner(self.hooks)
+        self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
+
+    def admit(self, principal: Principal) -> None:
+        """Per-client limits before a call is negotiated; 429 with Retry-After."""
+        try:
+            self.limiter.admit(principal.client_id)
+        except RateLimited as exc:
+            self.metrics.call_rejected("rate_limited")
+            raise ApiError(429, "rate_limited", str(exc),
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+
+    def call_started(self, call: Call, principal: Principal) -> None:
+        self._clients[call.id] = principal.client_id
+        self.hook_runner.started(CallInfo(
+            call_id=call.id, client_id=principal.client_id, subject=principal.subject,
+            remote=principal.remote, options=call.options, started_wall=call.created_wall,
+        ))
 
     def allowed_languages(self) -> tuple[str, ...]:
         return self.config.languages if self.config.engines.asr_model == "base" else ("en",)
@@ -33,9 +62,15 @@ class AppState:
     def on_call_event(self, call: Call, name: str, fields: dict[str, Any]) -> None:
         if name == "metrics":
             self.metrics.turn(fields)
+        elif name == "transcript.final":
+            self.hook_runner.transcript(call.id, str(fields.get("text", "")))
 
     def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)
+        client = self._clients.pop(call.id, None)
+        if client is not None:
+            self.limiter.release(client)
+        self.hook_runner.ended(call.id, call.close_reason or "unknown")
         self.metrics.call_ended(
             call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late
         )

@@ -15,7 +15,11 @@ from rtc.caller import SyntheticCaller
 from signalling.config import CallbotConfig, Limits
 from tests.conftest import LOOPBACK, ServerFactory
 
-ONE_CALL = CallbotConfig(ice_hosts=(LOOPBACK,), limits=Limits(max_calls=1))
+# One call at most; the per-client set-up rate is out of the way of the ~70 offers sent here
+# (the per-client concurrency limit, 4, stays: a leaked count would show as 429).
+ONE_CALL = CallbotConfig(
+    ice_hosts=(LOOPBACK,), limits=Limits(max_calls=1, call_rate_per_minute=100_000)
+)
 JSON = "application/json"
 # Passes the cheap checks (v=0, an audio m-line) but aiortc cannot use it.
 CHEAP_SDP = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
@@ -196,20 +200,22 @@ async def test_call_cap_gives_503_until_hang_up(
     assert await list_calls(http, one_call_server) == []
 
 
-async def test_delete_unknown_call_is_404(server: str, http: aiohttp.ClientSession) -> None:
-    async with http.delete(f"{server}/v1/calls/does-not-exist") as resp:
+async def test_delete_unknown_call_is_404(
+    one_call_server: str, http: aiohttp.ClientSession
+) -> None:
+    async with http.delete(f"{one_call_server}/v1/calls/does-not-exist") as resp:
         await expect_error(resp, 404, "call_not_found")
 
 
-async def test_delete_live_call(server: str, http: aiohttp.ClientSession) -> None:
-    caller = SyntheticCaller(server)
+async def test_delete_live_call(one_call_server: str, http: aiohttp.ClientSession) -> None:
+    caller = SyntheticCaller(one_call_server)
     try:
         call_id = await caller.connect()
-        assert call_id in [c["call_id"] for c in await list_calls(http, server)]
-        async with http.delete(f"{server}/v1/calls/{call_id}") as resp:
+        assert call_id in [c["call_id"] for c in await list_calls(http, one_call_server)]
+        async with http.delete(f"{one_call_server}/v1/calls/{call_id}") as resp:
             assert resp.status == 204
-        assert await list_calls(http, server) == []
-        async with http.delete(f"{server}/v1/calls/{call_id}") as resp:  # gone now
+        assert await list_calls(http, one_call_server) == []
+        async with http.delete(f"{one_call_server}/v1/calls/{call_id}") as resp:  # gone now
             await expect_error(resp, 404, "call_not_found")
     finally:
         await caller.hangup(delete=False)
@@ -241,7 +247,8 @@ async def test_metrics(one_call_server: str, http: aiohttp.ClientSession) -> Non
     ("PUT", "/v1/calls", 405, "method_not_allowed"),
 ])
 async def test_unknown_routes_are_json(
-    server: str, http: aiohttp.ClientSession, method: str, path: str, status: int, code: str
+    one_call_server: str, http: aiohttp.ClientSession,
+    method: str, path: str, status: int, code: str,
 ) -> None:
-    async with http.request(method, f"{server}{path}") as resp:
+    async with http.request(method, f"{one_call_server}{path}") as resp:
         await expect_error(resp, status, code)

@@ -41,9 +41,9 @@ def test_whole_reply_streamed_in_small_deltas() -> None:
 
 def test_first_clause_is_cut_at_a_comma_after_five_words() -> None:
     chunker = SentenceChunker()
-    assert chunker.push("The answer to your question, I think, is eight. Also, ") == [
-        "The answer to your question,", "I think, is eight.",
-    ]
+    assert chunker.push("The answer to your") == []
+    assert chunker.push(" question, I think") == ["The answer to your question,"]
+    assert chunker.push(", is eight. Also, ") == ["I think, is eight."]
     # Only the first piece of a reply is cut at a comma; later ones wait for the sentence end.
     assert chunker.push("spiders are not insects, you see") == []
     assert chunker.flush() == ["Also, spiders are not insects, you see"]
@@ -57,7 +57,7 @@ def test_short_first_clause_is_not_cut() -> None:
 
 
 def test_min_words_setting() -> None:
-    assert SentenceChunker(first_clause_min_words=2).push("Yes, of course.") == ["Yes,"]
+    assert SentenceChunker(first_clause_min_words=2).push("Yes sir, of course") == ["Yes sir,"]
 
 
 def test_decimal_point_is_not_a_sentence_end() -> None:
@@ -75,9 +75,12 @@ def test_closing_quote_stays_with_its_sentence() -> None:
 def test_markdown_and_emoji_are_stripped() -> None:
     text = "**Great** question! 🕷️ Here is `code` and _more_. # Heading > quote"
     pieces = stream(SentenceChunker(), text)
-    assert pieces == ["Great question!", "Here is code and more.", "Heading quote"]
+    assert [normalize_words(p) for p in pieces] == [
+        ["great", "question"], ["here", "is", "code", "and", "more"], ["heading", "quote"],
+    ]
     for piece in pieces:
-        assert not set(piece) & set("*_#`>🕷")
+        assert piece.isascii(), piece  # the emoji and its variation selector are gone
+        assert not set(piece) & set("*_#`>"), piece
     assert clean_for_speech("  a   **b**  ") == "a b"
     assert stream(SentenceChunker(), "** ** ") == []  # nothing speakable: no empty piece
 

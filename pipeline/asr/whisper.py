@@ -151,6 +151,11 @@ class FasterWhisperRecognizer:
         ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
         return tokenizer.decode(ids).strip(), language
 
+    def warm_up(self, _prompt: str = "") -> None:
+        """One decode before any call (blocking; at start-up only)."""
+        noise = np.random.default_rng(0).normal(0, 300, PIPELINE_RATE).astype(np.int16)
+        self._transcribe_sync(noise, None)
+
     def close(self) -> None:
         self._worker.close()
 

@@ -100,5 +100,14 @@ class LlamaCppModel:
         finally:
             push(_DONE)
 
+    def warm_up(self, system_prompt: str) -> None:
+        """Evaluate the system prompt once (blocking; at start-up only): llama.cpp keeps the
+        longest common prefix of the last prompt, so calls start with it cached."""
+        self._llama.create_chat_completion(
+            messages=[{"role": "system", "content": system_prompt},
+                      {"role": "user", "content": "Hi"}],
+            max_tokens=1,
+        )
+
     def close(self) -> None:
         self._worker.close()

@@ -3,12 +3,18 @@ hosted APIs)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import aiohttp
 
 from .base import ChatMessage, LLMError
+from .tools import Tool, ToolRegistry
+
+log = logging.getLogger(__name__)
 
 
 class OpenAICompatibleModel:
@@ -34,23 +40,66 @@ class OpenAICompatibleModel:
         return self._session
 
     async def stream_chat(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        tools: Iterable[Tool] | ToolRegistry | None = None,
+        max_tool_rounds: int = 3,
     ) -> AsyncIterator[str]:
-        body = {
-            "model": self.name,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stream": True,
-        }
+        """Stream the reply. With `tools`, tool calls the model makes are run, their results
+        sent back, and the completion continued; only the final text is yielded."""
+        registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
+        convo: list[dict[str, Any]] = [dict(m) for m in messages]
+        rounds = 0
+        while True:
+            offer_tools = len(registry) > 0 and rounds < max_tool_rounds
+            body: dict[str, Any] = {
+                "model": self.name,
+                "messages": convo,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "stream": True,
+            }
+            if offer_tools:
+                body["tools"] = registry.specs()
+            calls: dict[int, dict[str, Any]] = {}
+            text = ""
+            events = self._events(body)
+            async with contextlib.aclosing(events):  # closing the reply stops the request
+                async for event in events:
+                    for choice in event.get("choices", []):
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        if content:
+                            text += content
+                            yield content
+                        for call in delta.get("tool_calls") or []:
+                            _merge_tool_call(calls, call)
+            if not calls or not offer_tools:
+                return
+            rounds += 1
+            ordered = [calls[i] for i in sorted(calls)]
+            convo.append({"role": "assistant", "content": text or None, "tool_calls": [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in ordered
+            ]})
+            for c in ordered:
+                log.info("tool call %s(%s)", c["name"], c["arguments"][:200])
+                result = await registry.run(c["name"], c["arguments"])
+                convo.append({"role": "tool", "tool_call_id": c["id"], "content": result})
+
+    async def _events(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         url = f"{self.base_url}/chat/completions"
         try:
             async with self._client().post(url, json=body, headers=self._headers) as resp:
                 if resp.status != 200:
                     detail = (await resp.text())[:300]
                     raise LLMError(f"LLM server answered {resp.status}: {detail}")
-                async for text in _sse_deltas(resp.content):
-                    yield text
+                async for event in _sse_events(resp.content):
+                    yield event
         except aiohttp.ClientError as exc:
             raise LLMError(f"LLM server unreachable at {self.base_url}: {exc}") from exc
         except TimeoutError as exc:
@@ -61,8 +110,21 @@ class OpenAICompatibleModel:
             await self._session.close()
 
 
-async def _sse_deltas(stream: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """Text deltas from a chat-completions server-sent-event stream."""
+def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """Accumulate one streamed `tool_calls` delta (arguments arrive in pieces)."""
+    index = delta.get("index", len(calls))
+    call = calls.setdefault(index, {"id": f"call_{index}", "name": "", "arguments": ""})
+    if delta.get("id"):
+        call["id"] = delta["id"]
+    function = delta.get("function") or {}
+    if function.get("name"):
+        call["name"] += function["name"]
+    if function.get("arguments"):
+        call["arguments"] += function["arguments"]
+
+
+async def _sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The events of a chat-completions server-sent-event stream."""
     async for raw in stream:
         line = raw.decode("utf-8", "replace").strip()
         if not line.startswith("data:"):
@@ -74,8 +136,16 @@ async def _sse_deltas(stream: aiohttp.StreamReader) -> AsyncIterator[str]:
             event = json.loads(data)
         except json.JSONDecodeError as exc:
             raise LLMError(f"LLM server sent a malformed event: {data[:100]!r}") from exc
+        if not isinstance(event, dict):
+            raise LLMError(f"LLM server sent a malformed event: {data[:100]!r}")
         if "error" in event:
             raise LLMError(f"LLM server error: {event['error']}")
+        yield event
+
+
+async def _sse_deltas(stream: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """Text deltas from a chat-completions server-sent-event stream."""
+    async for event in _sse_events(stream):
         for choice in event.get("choices", []):
             text = (choice.get("delta") or {}).get("content")
             if text:

@@ -77,6 +77,11 @@ class PiperSynthesizer:
             compute_ms=(time.perf_counter() - started) * 1000,
         )
 
+    def warm_up(self, _prompt: str = "") -> None:
+        """One sentence before any call (blocking; at start-up only)."""
+        for name in self.voices:
+            self._synthesize_sync("Hello.", name)
+
     def close(self) -> None:
         self._worker.close()
 

@@ -1,0 +1,1 @@
+"""Benchmarks (not run by CI): `python3 -m bench.<name>` from the repository root."""

@@ -1,0 +1,96 @@
+"""One call, the same questions asked again and again: voice-to-voice p50/p95 (caller's clock)
+with the server's per-stage breakdown (its `metrics` events), then streaming ASR vs one-shot:
+the final decode the live call did after speech ended (server asr_ms) against our recognizer
+and plain faster-whisper `WhisperModel.transcribe` on the same question audio, offline.
+
+    python3 -m bench.latency [--turns 6] [--url http://127.0.0.1:8080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from signalling import loadtest
+
+from .asr import ours, plain_transcribe
+from .common import ServerProcess, save, table
+
+
+def run_call(url: str, turns: int) -> dict[str, Any]:
+    steps = [s for s in loadtest.default_scenario() if s.kind != "barge_in"]
+    steps.append(loadtest.Step("pause", seconds=0.5))
+    options = loadtest.LoadOptions(url=url, calls=1, procs=1, turns=turns, scenario=steps,
+                                   ice_hosts=loadtest.default_ice_hosts(url))
+    return asyncio.run(loadtest.run_loadtest(options))
+
+
+def asr_compare(steps: list[loadtest.Step], repeat: int) -> list[dict[str, Any]]:
+    from pipeline.asr.whisper import FasterWhisperRecognizer
+    from rtc.resample import resample_pcm
+
+    rec = FasterWhisperRecognizer("tiny.en")
+    rows = []
+    try:
+        for step in steps:
+            pcm, rate = loadtest.read_wav(step.path)
+            pcm = resample_pcm(pcm, rate, 16_000)
+            for name, fn in (("ours", lambda p: ours(rec, p)),
+                             ("plain", lambda p: plain_transcribe(rec, p, 1))):
+                fn(pcm)
+                times = []
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    text = fn(pcm)
+                    times.append((time.perf_counter() - started) * 1000)
+                rows.append({"clip": step.text, "engine": name, "median_ms":
+                             round(float(np.median(times)), 1), "text": text})
+    finally:
+        rec.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--url", help="an already running server (default: start one)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if args.url:
+        report = run_call(args.url, args.turns)
+    else:
+        with ServerProcess() as server:
+            report = run_call(server.url, args.turns)
+    result = report["results"][0]
+    if not result["ok"]:
+        print(f"the call failed: {result['reason']}")
+    f = report["summary"]["figures"]
+    names = ["v2v_ms"] + [f"server.{s}" for s in loadtest.STAGES]
+    print(f"one call, {len(result['turns'])} turns")
+    print(table(["figure", "n", "p50", "p95", "max"],
+                [[n, f[n]["n"], f[n]["p50"], f[n]["p95"], f[n]["max"]] for n in names if n in f]))
+    steps = [s for s in report_steps(report) if s.kind == "say"]
+    rows = asr_compare(steps, args.repeat)
+    print("\nASR on the question audio (offline, server stopped); live call's final decode "
+          f"after speech end: p50 {f.get('server.asr_ms', {}).get('p50')} ms")
+    print(table(["clip", "engine", "median ms", "text"],
+                [[r["clip"], r["engine"], r["median_ms"], r["text"]] for r in rows]))
+    save("latency", {"report": report, "asr": rows})
+
+
+def report_steps(report: dict[str, Any]) -> list[loadtest.Step]:
+    seen, steps = set(), []
+    for raw in report["scenario"]:
+        step = loadtest.Step(**raw)
+        if step.path and step.path not in seen:
+            seen.add(step.path)
+            steps.append(step)
+    return steps
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Hooks for apps that embed callbot: call life-cycle callbacks, per-call options, tools.
+
+    hooks = CallHooks(
+        on_call_started=log_start,                # (info) -> None | awaitable
+        on_call_ended=log_end,                    # (info, reason)
+        on_transcript=save_line,                  # (info, text): each final caller transcript
+        options_factory=options_for,              # (request, requested) -> CallOptions | None
+        tools=[order_lookup],                     # pipeline.llm.tools.Tool, for every call
+    )
+    app = create_app(config, hooks=hooks)
+
+Callbacks run as background tasks: a slow or failing callback never holds up a call (failures
+are logged). `options_factory` runs inside the request, before negotiation: it sees the
+options the client asked for (already validated) and returns the ones to use, e.g. a system
+prompt and tools chosen for the signed-in user; raising `ApiError` refuses the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from pipeline.llm.tools import Tool
+
+from .call import CallOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    call_id: str
+    client_id: str  # what the per-client limits count: token, subject or IP
+    subject: str | None  # the `sub` of a signed call token
+    remote: str | None  # the client's address
+    options: CallOptions
+    started_wall: float  # time.time() at set-up
+
+
+MaybeAwaitable = Awaitable[None] | None
+OptionsFactory = Callable[[web.Request, CallOptions],
+                          CallOptions | None | Awaitable[CallOptions | None]]
+
+
+@dataclass(frozen=True)
+class CallHooks:
+    on_call_started: Callable[[CallInfo], MaybeAwaitable] | None = None
+    on_call_ended: Callable[[CallInfo, str], MaybeAwaitable] | None = None
+    on_transcript: Callable[[CallInfo, str], MaybeAwaitable] | None = None
+    options_factory: OptionsFactory | None = None
+    tools: Sequence[Tool] = field(default_factory=tuple)  # offered to the LLM in every call
+
+
+class HookRunner:
+    """Runs an app's hooks in the background and keeps each live call's `CallInfo`."""
+
+    def __init__(self, hooks: CallHooks) -> None:
+        self.hooks = hooks
+        self.calls: dict[str, CallInfo] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def options_for(self, request: web.Request, requested: CallOptions) -> CallOptions:
+        options = requested
+        factory = self.hooks.options_factory
+        if factory is not None:
+            result = factory(request, requested)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                options = result
+        if not options.tools and self.hooks.tools:
+            options = CallOptions(system_prompt=options.system_prompt, voice=options.voice,
+                                  language=options.language, tools=tuple(self.hooks.tools))
+        return options
+
+    def started(self, info: CallInfo) -> None:
+        self.calls[info.call_id] = info
+        self._fire(self.hooks.on_call_started, info)
+
+    def transcript(self, call_id: str, text: str) -> None:
+        info = self.calls.get(call_id)
+        if info is not None:
+            self._fire(self.hooks.on_transcript, info, text)
+
+    def ended(self, call_id: str, reason: str) -> None:
+        info = self.calls.pop(call_id, None)
+        if info is not None:
+            self._fire(self.hooks.on_call_ended, info, reason)
+
+    def _fire(self, callback: Callable[..., MaybeAwaitable] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+        except Exception:
+            log.exception("hook %s failed", getattr(callback, "__name__", callback))
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hook failed", exc_info=task.exception())
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:
+        """Let pending hook tasks finish (on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)

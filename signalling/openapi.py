@@ -1,0 +1,71 @@
+"""`GET /v1/openapi.json`: the call API described as OpenAPI 3.1 (hand-written)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+            for c in codes}
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "callbot", "version": "1",
+             "description": "Start voice calls with an AI over WebRTC: POST an SDP offer, get "
+                            "the answer. Events flow on the 'events' data channel."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "a static token or a signed call token"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Offer": {"type": "object", "required": ["type", "sdp"], "properties": {
+                "type": {"const": "offer"},
+                "sdp": {"type": "string", "description": "SDP with an audio m-line"},
+                "options": {"type": "object", "additionalProperties": False, "properties": {
+                    "system_prompt": {"type": "string"},
+                    "voice": {"type": "string"},
+                    "language": {"type": "string"}}}}},
+            "Answer": {"type": "object", "required": ["call_id", "sdp", "type"], "properties": {
+                "call_id": {"type": "string"}, "sdp": {"type": "string"},
+                "type": {"const": "answer"}}},
+        },
+    },
+    "paths": {
+        "/v1/calls": {
+            "post": {
+                "summary": "Start a call",
+                "security": [{}, {"bearer": []}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Offer"}}}},
+                "responses": {"201": {"description": "the call, with the SDP answer",
+                                      "content": {"application/json": {
+                                          "schema": {"$ref": "#/components/schemas/Answer"}}}},
+                              **_errors(400, 401, 403, 413, 415, 429, 503)},
+            },
+            "get": {"summary": "Active calls", "security": [{}, {"bearer": []}],
+                    "responses": {"200": {"description": "{calls: [...]}"}, **_errors(401)}},
+        },
+        "/v1/calls/{call_id}": {"delete": {
+            "summary": "Hang up",
+            "parameters": [{"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "hung up"}, **_errors(404)}}},
+        "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "ok"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "text exposition"}}}},
+        "/v1/openapi.json": {"get": {"summary": "This document",
+                                     "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    },
+}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)

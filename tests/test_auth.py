@@ -1,0 +1,197 @@
+"""Who may start calls: bearer tokens, signed single-use call tokens, allowed origins."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from rtc.caller import CallFailed, SyntheticCaller
+from signalling.auth import (
+    Authenticator,
+    InvalidToken,
+    NonceStore,
+    mint_call_token,
+    verify_call_token,
+)
+from signalling.config import AuthSettings, ConfigError, from_mapping
+from tests.conftest import TEST_CONFIG
+
+STATIC = "static-operator-token"
+SECRET = "embedding-app-signing-secret"
+OFFER = {"type": "offer", "sdp": "not an sdp"}  # passes auth, then fails validation: 400
+
+AUTH = AuthSettings(mode="token", bearer_tokens=(STATIC,), signing_secret=SECRET,
+                    allowed_origins=("https://shop.example",))
+
+
+@pytest.fixture(scope="module")
+async def secured(start_server) -> str:
+    return await start_server(TEST_CONFIG.replace(auth=AUTH))
+
+
+async def _post(base: str, headers: dict[str, str] | None = None, body=OFFER):
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base}/v1/calls", json=body, headers=headers or {}
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# ---- tokens, without a server ---------------------------------------------------------------
+
+
+def test_call_token_round_trip() -> None:
+    token = mint_call_token(SECRET, ttl_s=30, subject="user-42")
+    payload = verify_call_token(SECRET, token)
+    assert payload["sub"] == "user-42"
+    assert time.time() + 25 < payload["exp"] <= time.time() + 32  # type: ignore[operator]
+    assert len(str(payload["nonce"])) == 32
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: t + "x",
+    lambda t: "e30" + t[3:],  # another payload, same signature
+    lambda t: t.replace(".", ""),
+    lambda t: "",
+    lambda t: "a.b.c",
+])
+def test_tampered_tokens_are_refused(mangle) -> None:
+    with pytest.raises(InvalidToken):
+        verify_call_token(SECRET, mangle(mint_call_token(SECRET)))
+
+
+def test_wrong_secret_and_expiry() -> None:
+    token = mint_call_token(SECRET, ttl_s=5)
+    with pytest.raises(InvalidToken, match="signature"):
+        verify_call_token("another secret", token)
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_call_token(SECRET, token, now=time.time() + 10)
+
+
+def test_nonces_are_single_use_and_pruned() -> None:
+    store = NonceStore()
+    assert store.use("a", exp=100, now=0)
+    assert not store.use("a", exp=100, now=1)
+    for i in range(100):
+        store.use(f"n{i}", exp=10, now=5)
+    assert len(store) > 64
+    store.use("late", exp=1000, now=50)  # everything that expired at 10 is forgotten
+    assert len(store) == 2  # "a" (exp 100) and "late"
+
+
+@pytest.mark.parametrize(("host", "required"), [
+    ("127.0.0.1", False), ("::1", False), ("localhost", False),
+    ("0.0.0.0", True), ("192.168.1.5", True), ("::", True),
+])
+def test_auto_mode_follows_the_listen_address(host: str, required: bool) -> None:
+    assert Authenticator(AuthSettings(), host).required is required
+    assert Authenticator(AuthSettings(mode="none"), host).required is False
+    assert Authenticator(AuthSettings(mode="token"), host).required is True
+
+
+def test_auth_config_from_file_mapping() -> None:
+    config = from_mapping({"auth": {"mode": "token", "bearer_tokens": ["a", "b"],
+                                    "allowed_origins": "https://a.example,https://b.example"}})
+    assert config.auth.bearer_tokens == ("a", "b")
+    assert config.auth.allowed_origins == ("https://a.example", "https://b.example")
+    with pytest.raises(ConfigError, match="auth.mode"):
+        from_mapping({"auth": {"mode": "sometimes"}})
+
+
+# ---- over HTTP ------------------------------------------------------------------------------
+
+
+async def test_no_token_is_401(secured: str) -> None:
+    status, body = await _post(secured)
+    assert status == 401
+    assert body["error"]["code"] == "unauthorized"
+    status, body = await _post(secured, {"Authorization": "Basic dXNlcjpwdw=="})
+    assert status == 401
+
+
+async def test_wrong_token_is_401(secured: str) -> None:
+    status, body = await _post(secured, _bearer("guess"))
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    forged = mint_call_token("not the secret")
+    assert (await _post(secured, _bearer(forged)))[0] == 401
+
+
+async def test_static_token_passes(secured: str) -> None:
+    status, body = await _post(secured, _bearer(STATIC))
+    assert status == 400, body  # auth passed; the offer itself is bad
+    assert body["error"]["code"] == "invalid_sdp"
+
+
+async def test_call_token_is_single_use(secured: str) -> None:
+    token = mint_call_token(SECRET, ttl_s=30)
+    assert (await _post(secured, _bearer(token)))[0] == 400  # accepted by auth
+    status, body = await _post(secured, _bearer(token))
+    assert status == 401
+    assert "already used" in body["error"]["message"]
+
+
+async def test_expired_call_token_is_401(secured: str) -> None:
+    token = mint_call_token(SECRET, ttl_s=0.001)
+    await asyncio.sleep(1.1)  # exp has whole-second resolution
+    status, body = await _post(secured, _bearer(token))
+    assert status == 401
+    assert "expired" in body["error"]["message"]
+
+
+async def test_origins(secured: str) -> None:
+    status, body = await _post(secured, _bearer(STATIC) | {"Origin": "https://evil.example"})
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, _ = await _post(secured, _bearer(STATIC) | {"Origin": "https://shop.example"})
+    assert status == 400
+    # Origin is checked before the token: a foreign page learns nothing about tokens.
+    status, _ = await _post(secured, {"Origin": "https://evil.example"})
+    assert status == 403
+
+
+async def test_call_list_needs_an_operator_token(secured: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{secured}/v1/calls") as resp:
+            assert resp.status == 401
+        async with http.get(f"{secured}/v1/calls", headers=_bearer(mint_call_token(SECRET))
+                            ) as resp:
+            assert resp.status == 401  # a browser's call token is not an operator's
+        async with http.get(f"{secured}/v1/calls", headers=_bearer(STATIC)) as resp:
+            assert resp.status == 200
+        async with http.get(f"{secured}/healthz") as resp:
+            assert resp.status == 200  # health stays open for load balancers
+
+
+async def test_auto_mode_on_a_public_address_needs_a_token(start_server) -> None:
+    # The listen address in the config decides; the test server still binds loopback.
+    base = await start_server(TEST_CONFIG.replace(host="0.0.0.0"))
+    assert (await _post(base))[0] == 401
+
+
+async def test_loopback_default_needs_no_token(server: str) -> None:
+    assert (await _post(server))[0] == 400
+
+
+async def test_real_call_with_a_signed_token(secured: str) -> None:
+    token = mint_call_token(SECRET, ttl_s=30, subject="user-7")
+    caller = SyntheticCaller(secured, headers=_bearer(token))
+    try:
+        call_id = await caller.connect()
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{secured}/v1/calls", headers=_bearer(STATIC)
+        ) as resp:
+            ids = [c["call_id"] for c in (await resp.json())["calls"]]
+        assert call_id in ids
+    finally:
+        await caller.hangup()
+    again = SyntheticCaller(secured, headers=_bearer(token))
+    try:
+        with pytest.raises(CallFailed, match="401"):
+            await again.connect()
+    finally:
+        await again.hangup(delete=False)

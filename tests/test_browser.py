@@ -1,0 +1,245 @@
+"""End to end through a real browser: headless Chromium runs the demo page and calls the
+server over WebRTC on loopback, with a spoken question played as its (fake) microphone.
+
+Run inside a loopback-only network namespace:
+    unshare -n sh -c 'ip link set lo up; python3 -m pytest -q tests/test_browser.py'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from signalling.app import create_app
+from signalling.state import STATE
+from tests import speech
+from tests.conftest import TEST_CONFIG
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path("/tmp/callbot-demo.png")
+QUESTION = "How many legs does a spider have?"
+
+
+def _chromium_args(wav: Path) -> list[str]:
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+        "--allow-loopback-in-peer-connection",
+    ]
+
+
+@asynccontextmanager
+async def chromium_page(wav: Path) -> AsyncIterator[Any]:
+    """A page in a fresh headless Chromium whose microphone plays `wav` once."""
+    from playwright.async_api import async_playwright
+
+    profile = tempfile.mkdtemp(prefix="callbot-chromium-")
+    try:
+        async with async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=_chromium_args(wav),
+                viewport={"width": 900, "height": 760},
+            )
+            try:
+                page = context.pages[0] if context.pages else await context.new_page()
+                page.set_default_timeout(30_000)
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                yield page
+                assert not errors, f"uncaught errors in the page: {errors}"
+            finally:
+                await context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    # The file starts playing at getUserMedia time: 1 s of silence first, then the question,
+    # then a long enough tail of silence for the end of the turn to be detected.
+    clip = speech.espeak(QUESTION, 48_000).padded(1.0, 3.0)
+    return clip.write_wav(tmp_path_factory.mktemp("browser") / "question.wav")
+
+
+async def _events(page: Any, kind: str) -> list[dict[str, Any]]:
+    return await page.evaluate(
+        "(kind) => window.callbot.events.filter((e) => e.type === kind)", kind
+    )
+
+
+async def _wait_event(page: Any, kind: str, timeout_s: float, count: int = 1) -> None:
+    """Waits until the page has received `count` events of type `kind`."""
+    try:
+        await page.wait_for_function(
+            "([kind, n]) => window.callbot.events.filter((e) => e.type === kind).length >= n",
+            arg=[kind, count], timeout=timeout_s * 1000,
+        )
+    except Exception:
+        seen = await page.evaluate("window.callbot.events.map((e) => e.type)")
+        error = await page.evaluate("window.callbot.lastError")
+        pytest.fail(f"no {kind} event #{count} within {timeout_s} s; events: {seen}; "
+                    f"error: {error}")
+
+
+_INBOUND_AUDIO = """async () => {
+  const pc = window.callbot.pc;
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  for (const s of stats.values()) {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      return {energy: s.totalAudioEnergy || 0, samples: s.totalSamplesReceived || 0,
+              bytes: s.bytesReceived || 0};
+    }
+  }
+  return null;
+}"""
+
+
+async def _calls(base: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/v1/calls") as resp:
+        assert resp.status == 200
+        return (await resp.json())["calls"]
+
+
+async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: Path) -> None:
+    async with chromium_page(question_wav) as page:
+        await page.goto(f"{server}/")
+        assert await page.locator("#hangup").is_disabled()
+        await page.click("#call")
+
+        await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
+        await _wait_event(page, "transcript.final", timeout_s=30)
+        finals = await _events(page, "transcript.final")
+        heard = finals[0]["text"].lower()
+        assert "spider" in heard and "legs" in heard, finals
+        assert await page.evaluate("window.callbot.micPeak") > 30, "the mic meter never moved"
+
+        await _wait_event(page, "response.audio.started", timeout_s=60)
+        assert await _events(page, "response.text.delta")
+        # Let some of the answer play, then look at what the page received.
+        deadline = time.monotonic() + 20
+        audio = await page.evaluate(_INBOUND_AUDIO)
+        while time.monotonic() < deadline and (audio is None or audio["energy"] < 0.01):
+            await asyncio.sleep(0.25)
+            audio = await page.evaluate(_INBOUND_AUDIO)
+        assert audio is not None and audio["samples"] > 0, audio
+        assert audio["energy"] > 0.01, f"the bot's audio reached the page silent: {audio}"
+
+        # The page shows it: the final transcript, the bot's reply, then the turn's latencies.
+        log_text = (await page.locator("#log").inner_text()).lower()
+        assert "spider" in log_text and "legs" in log_text, log_text
+        assert await page.locator("#log .entry-bot").count() == 1
+        assert await page.locator("#log .entry-user.partial").count() == 0
+        assert await _calls(server), "the server lists no call during the call"
+        await _wait_event(page, "metrics", timeout_s=30)
+        assert "ms" in await page.locator("#log .entry-bot .metrics").inner_text()
+
+        # A typed turn, stopped with "Stop bot" while the bot speaks.
+        await page.fill("#text-input", "Please count slowly from one to twenty.")
+        await page.click("#send-text")
+        await _wait_event(page, "response.audio.started", timeout_s=60, count=2)
+        await page.wait_for_function("window.callbot.state === 'speaking'")
+        await page.click("#stop-bot")
+        await _wait_event(page, "response.interrupted", timeout_s=10)
+        interrupted = (await _events(page, "response.interrupted"))[0]
+        assert interrupted["reason"] == "cancelled", interrupted
+        await page.wait_for_function("window.callbot.state === 'listening'")
+        assert await page.locator("#log .entry-user.typed").count() == 1
+        assert "interrupted" in await page.locator("#log .entry-bot.interrupted").inner_text()
+        assert await page.locator("#error").is_hidden()
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        events = await page.evaluate("window.callbot.events")
+        assert all("type" in e and "t_ms" in e for e in events)
+        assert not [e for e in events if e["type"] == "error"], events
+
+        await page.click("#hangup")
+        assert await page.locator("#call").is_enabled()
+        assert await page.evaluate("window.callbot.pc") is None
+        deadline = time.monotonic() + 10
+        while await _calls(server):
+            assert time.monotonic() < deadline, "the call outlived the hang-up"
+            await asyncio.sleep(0.2)
+        assert await page.locator("#error").is_hidden()
+
+
+async def test_camera_video_and_server_side_hangup(server: str, question_wav: Path) -> None:
+    async with chromium_page(question_wav) as page:
+        await page.goto(f"{server}/")
+        await page.check("#camera")
+        await page.click("#call")
+        await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
+        assert await page.locator("#local-video").is_visible()
+        deadline = time.monotonic() + 10
+        while True:
+            calls = await _calls(server)
+            if calls and calls[0]["video_frames_in"] > 10:
+                break
+            assert time.monotonic() < deadline, f"no video reached the server: {calls}"
+            await asyncio.sleep(0.25)
+
+        # The server ends the call: the page says so and is ready for a new one.
+        call_id = await page.evaluate("window.callbot.callId")
+        async with aiohttp.ClientSession() as http, \
+                http.delete(f"{server}/v1/calls/{call_id}") as resp:
+            assert resp.status == 204
+        error = page.locator("#error")
+        await error.wait_for(state="visible", timeout=10_000)
+        assert "ended the call" in await error.inner_text()
+        assert await page.locator("#call").is_enabled()
+        assert await page.locator("#local-video").is_hidden()
+        assert await page.evaluate("window.callbot.pc") is None
+        assert not await _calls(server)
+
+
+async def test_refused_call_shows_the_server_message(start_server: Any, engines: Any,
+                                                     question_wav: Path) -> None:
+    app = create_app(TEST_CONFIG, engines=engines)
+    base = await start_server(app=app)
+    app[STATE].draining = True  # every new call gets 503 shutting_down
+    async with chromium_page(question_wav) as page:
+        await page.goto(f"{base}/")
+        await page.click("#call")
+        error = page.locator("#error")
+        await error.wait_for(state="visible")
+        assert "the server is shutting down" in (await error.inner_text())
+        assert await page.locator("#call").is_enabled()
+        assert await page.locator("#hangup").is_disabled()
+        assert await page.evaluate("window.callbot.pc") is None
+
+
+async def test_denied_microphone_is_explained(server: str, question_wav: Path) -> None:
+    async with chromium_page(question_wav) as page:
+        await page.add_init_script(
+            "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+            "new DOMException('Permission denied', 'NotAllowedError'));"
+        )
+        await page.goto(f"{server}/")
+        await page.click("#call")
+        error = page.locator("#error")
+        await error.wait_for(state="visible")
+        assert "microphone access was denied" in (await error.inner_text()).lower()
+        assert await page.locator("#call").is_enabled()
+        assert not await _calls(server)

@@ -1,0 +1,84 @@
+"""examples/embed_app.py: a shop app with callbot mounted under /callbot."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from examples import embed_app
+from tests.conftest import TEST_CONFIG
+
+TOKEN = "shop-token-123"
+OFFER = {"type": "offer", "sdp": "v=0 but nothing else"}
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("shop") / "shop.sqlite")
+
+
+@pytest.fixture(scope="module")
+async def shop(start_server, engines, db_path: str) -> str:
+    app = embed_app.build_app(db_path, TOKEN, config=TEST_CONFIG, engines=engines)
+    return await start_server(app=app)
+
+
+async def test_shop_routes_keep_their_own_auth(shop: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{shop}/") as resp:
+            assert resp.status == 200 and "Shop" in await resp.text()
+        async with http.get(f"{shop}/api/orders/A1001") as resp:
+            assert resp.status == 401
+        async with http.get(f"{shop}/api/orders/a1001",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert (await resp.json())["customer"] == "Ada Lovelace"
+
+
+async def test_mounted_health_and_demo(shop: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{shop}/callbot/healthz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ok"
+        async with http.get(f"{shop}/callbot/") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/html"
+        async with http.get(f"{shop}/callbot", allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "/callbot/"
+
+
+async def test_mounted_call_api_needs_the_shop_token(shop: str) -> None:
+    url = f"{shop}/callbot/v1/calls"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=OFFER) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+        async with http.post(url, json=OFFER, headers={"Authorization": "Bearer nope"}) as resp:
+            assert resp.status == 401
+        async with http.post(url, json=OFFER,
+                             headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 400  # past auth: the offer itself is refused
+        # A browser gets a one-call token from the shop's API.
+        async with http.get(f"{shop}/api/call-token?user=ada",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            call_token = (await resp.json())["token"]
+        headers = {"Authorization": f"Bearer {call_token}"}
+        async with http.post(url, json=OFFER, headers=headers) as resp:
+            assert resp.status == 400
+        async with http.post(url, json=OFFER, headers=headers) as resp:
+            assert resp.status == 401  # single use
+
+
+async def test_order_tool_reads_the_database(db_path: str) -> None:
+    embed_app.create_db(db_path)
+    tool = embed_app.order_tool(db_path)
+    assert tool.spec()["function"]["name"] == "lookup_order"
+    found = json.loads(await tool.run('{"order_id": "a1002"}'))
+    assert found == {"found": True, "status": "processing", "items": "1 keyboard",
+                     "shipped_on": None}
+    missing = json.loads(await tool.run({"order_id": "Z9"}))
+    assert missing == {"found": False, "order_id": "Z9"}
+    # Ids are data, never SQL.
+    sneaky = json.loads(await tool.run({"order_id": "A1001' OR '1'='1"}))
+    assert sneaky["found"] is False

@@ -1,0 +1,203 @@
+"""The LLM engines: embedded llama.cpp, the OpenAI-compatible client against a real
+llama-cpp-python server on loopback, and the ModelWorker they run on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.engines import Engines
+from pipeline.llm.base import ChatMessage, LLMError
+from pipeline.llm.llama_local import smollm2_gguf_path
+from pipeline.llm.openai_compat import OpenAICompatibleModel
+from pipeline.worker import PRIORITY_BACKGROUND, PRIORITY_URGENT, ModelWorker
+
+QUESTION: list[ChatMessage] = [
+    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+    {"role": "user", "content": "How many legs does a spider have?"},
+]
+LONG_TASK: list[ChatMessage] = [
+    {"role": "user", "content": "Count from 1 to 100, separated by commas."},
+]
+
+
+async def collect(stream: object) -> list[str]:
+    return [delta async for delta in stream]  # type: ignore[attr-defined]
+
+
+# ---- embedded llama.cpp ---------------------------------------------------------------------
+
+
+async def test_embedded_model_streams_a_reply(engines: Engines) -> None:
+    deltas = await collect(engines.llm.stream_chat(QUESTION, max_tokens=24, temperature=0.0))
+    assert len(deltas) >= 3, deltas  # streamed token by token, not in one piece
+    assert all(isinstance(d, str) and d for d in deltas)
+    reply = "".join(deltas)
+    assert len(reply.split()) >= 3, reply
+
+
+async def test_closing_the_stream_stops_generation(engines: Engines) -> None:
+    worker: ModelWorker = engines.llm._worker  # type: ignore[attr-defined]
+    stream = engines.llm.stream_chat(LONG_TASK, max_tokens=300, temperature=0.0)
+    got = []
+    async for delta in stream:
+        got.append(delta)
+        if len(got) == 3:
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    # Counting to 100 is ~300 tokens (seconds of work); stopping takes one token.
+    deadline = time.monotonic() + 1.5
+    while not worker.idle and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert worker.idle, "generation went on after the stream was closed"
+    # The shared model still answers.
+    started = time.monotonic()
+    again = await collect(engines.llm.stream_chat(QUESTION, max_tokens=8, temperature=0.0))
+    assert again and time.monotonic() - started < 10
+
+
+# ---- OpenAI-compatible client against a real llama-cpp-python server ------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_server(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}): {output[-2000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError(f"llama_cpp.server did not answer on {url} in {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    """A real OpenAI-compatible server (llama-cpp-python[server]) on loopback; its /v1 URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
+         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_server(proc, f"http://127.0.0.1:{port}/v1/models")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def test_openai_compatible_server_streams_a_reply(llama_server: str) -> None:
+    model = OpenAICompatibleModel(llama_server, "smollm2")
+    try:
+        deltas = await collect(model.stream_chat(QUESTION, max_tokens=16, temperature=0.0))
+        assert len(deltas) >= 3, deltas
+        assert len("".join(deltas).split()) >= 3
+        # One client, several requests (the session is reused).
+        again = await collect(model.stream_chat(QUESTION, max_tokens=4, temperature=0.0))
+        assert again
+    finally:
+        await model.close()
+
+
+async def test_unreachable_server_raises_llm_error() -> None:
+    base = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    model = OpenAICompatibleModel(base, "smollm2")
+    try:
+        with pytest.raises(LLMError, match="unreachable") as info:
+            await collect(model.stream_chat(QUESTION, max_tokens=4, temperature=0.0))
+        assert base in str(info.value)
+    finally:
+        await model.close()
+
+
+async def test_wrong_path_raises_llm_error(llama_server: str) -> None:
+    model = OpenAICompatibleModel(llama_server.replace("/v1", "/nothing/v1"), "smollm2")
+    try:
+        with pytest.raises(LLMError, match="404"):
+            await collect(model.stream_chat(QUESTION, max_tokens=4, temperature=0.0))
+    finally:
+        await model.close()
+
+
+# ---- ModelWorker --------------------------------------------------------------------------
+
+
+async def test_worker_runs_urgent_jobs_before_background_ones() -> None:
+    worker = ModelWorker("test-priority")
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        blocker = worker.submit(gate.wait, 5)
+        await asyncio.sleep(0.05)  # the blocker is running: the rest queue up
+        assert not worker.idle and worker.backlog == 1
+        jobs = [
+            worker.submit(order.append, "partial-1", priority=PRIORITY_BACKGROUND),
+            worker.submit(order.append, "final-1", priority=PRIORITY_URGENT),
+            worker.submit(order.append, "partial-2", priority=PRIORITY_BACKGROUND),
+            worker.submit(order.append, "final-2", priority=PRIORITY_URGENT),
+        ]
+        assert worker.backlog == 5
+        gate.set()
+        assert await blocker is True
+        await asyncio.gather(*jobs)
+        assert order == ["final-1", "final-2", "partial-1", "partial-2"]  # FIFO within a level
+        assert worker.idle
+    finally:
+        gate.set()
+        worker.close()
+
+
+async def test_worker_skips_a_cancelled_job() -> None:
+    worker = ModelWorker("test-cancel")
+    gate = threading.Event()
+    ran: list[str] = []
+    try:
+        blocker = worker.submit(gate.wait, 5)
+        await asyncio.sleep(0.05)
+        skipped = worker.submit(ran.append, "skipped")
+        kept = worker.submit(ran.append, "kept")
+        skipped.cancel()  # the caller gave up (barge-in) before the job started
+        gate.set()
+        await blocker
+        await kept
+        assert ran == ["kept"]
+        assert skipped.cancelled()
+    finally:
+        gate.set()
+        worker.close()
+
+
+async def test_worker_returns_results_and_raises_errors() -> None:
+    worker = ModelWorker("test-errors")
+    try:
+        assert await worker.submit(sum, [1, 2, 3]) == 6
+        with pytest.raises(ZeroDivisionError):
+            await worker.submit(lambda: 1 / 0)
+        assert await worker.submit(str.upper, "still alive") == "STILL ALIVE"
+    finally:
+        worker.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(sum, [1])
