@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,10 @@ from .vad import SegmentEvent, SpeechSegmenter, WebRtcVad
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
+
+
+class LLMTimeout(Exception):
+    """The reply took longer than `TurnSettings.llm_timeout_s`."""
 
 
 class AudioOutput(Protocol):
@@ -91,8 +95,11 @@ class VoiceSession:
         system_prompt: str | None = None,
         voice: str | None = None,
         language: str | None = None,
+        tools: Sequence[Any] = (),
     ) -> None:
         self._engines = engines
+        # Functions the LLM may call (engines whose stream_chat takes `tools=` only).
+        self.tools = list(tools)
         self._output = output
         self._emit = emit
         self.settings = settings or TurnSettings()
@@ -318,6 +325,9 @@ class VoiceSession:
             await self._reply(turn)
         except asyncio.CancelledError:
             raise
+        except LLMTimeout as exc:
+            log.warning("turn %s: %s", turn.id, exc)
+            self._turn_event(turn, "error", {"code": "llm_timeout", "message": str(exc)})
         except LLMError as exc:
             self._turn_event(turn, "error", {"code": "llm_failed", "message": str(exc)})
         except Exception as exc:
@@ -335,21 +345,27 @@ class VoiceSession:
         messages.append({"role": "user", "content": user_text})
         chunker = SentenceChunker()
         llm_started = time.perf_counter()
-        tools = getattr(self, "tools", None)  # set by the call when the app offers tools
+        tools = self.tools
         stream = self._engines.llm.stream_chat(
             messages, max_tokens=self.settings.max_tokens, temperature=self.settings.temperature,
             **({"tools": tools} if tools else {}),
         )
-        async with contextlib.aclosing(stream):  # type: ignore[type-var]
-            async for delta in stream:
-                if "llm_first_token_ms" not in turn.timings:
-                    turn.timings["llm_first_token_ms"] = (time.perf_counter() - llm_started) * 1000
-                turn.reply_text += delta
-                self._turn_event(turn, "response.text.delta", {"delta": delta})
-                for piece in chunker.push(delta):
+        timeout = self.settings.llm_timeout_s
+        try:
+            async with asyncio.timeout(timeout):  # a hung model must not wedge the call
+                async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                    async for delta in stream:
+                        if "llm_first_token_ms" not in turn.timings:
+                            turn.timings["llm_first_token_ms"] = (
+                                time.perf_counter() - llm_started) * 1000
+                        turn.reply_text += delta
+                        self._turn_event(turn, "response.text.delta", {"delta": delta})
+                        for piece in chunker.push(delta):
+                            await self._speak(turn, piece)
+                for piece in chunker.flush():
                     await self._speak(turn, piece)
-        for piece in chunker.flush():
-            await self._speak(turn, piece)
+        except TimeoutError:
+            raise LLMTimeout(f"no complete reply within {timeout:g} s") from None
         turn.timings["llm_done_ms"] = (time.perf_counter() - llm_started) * 1000
         await turn.committed_event.wait()  # a speculative reply waits for the turn to end
         if turn.played:

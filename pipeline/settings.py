@@ -38,3 +38,4 @@ class TurnSettings:
     max_tokens: int = 60
     temperature: float = 0.2
     max_history_messages: int = 16
+    llm_timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout

@@ -58,7 +58,8 @@ _TRAILING_INCOMPLETE = {
     "um", "uh", "er", "like", "is", "my", "your", "what", "how", "then", "that", "in", "on",
 }
 _GREETING_ONLY = re.compile(
-    r"^(hi|hello|hey|okay|ok|so|well|um+|uh+|hmm+|yes|yeah|right)( there| again| bot)?[.!,]*$",
+    r"^((hi|hello|hey|okay|ok|so|well|um+|uh+|hmm+|yes|yeah|right)( there| again| bot)?"
+    r"|(hi|hello|hey),? [\w']+)[.!,]*$",  # "Hello, Sarah." (or a misheard "there")
     re.I,
 )
 

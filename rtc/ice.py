@@ -56,3 +56,30 @@ def _allowed_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return [
         a for a in hosts if (use_ipv6 if ipaddress.ip_address(a).version == 6 else use_ipv4)
     ]
+
+
+def announce_public_ip(sdp: str, public_ip: str) -> str:
+    """Rewrite the host candidates (and `c=` lines) of an SDP to `public_ip` (NAT 1:1).
+
+    For a server behind a 1:1 NAT (a cloud VM with an elastic IP): its local address is not
+    reachable, the public one is, with the same ports. Callers then send their connectivity
+    checks to the public address; the NAT delivers them to the local socket.
+    """
+    ipaddress.ip_address(public_ip)  # ValueError names the bad address
+    rewritten: set[str] = set()
+    lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            parts = line.split(" ")
+            # a=candidate:<foundation> <component> <proto> <priority> <address> <port> typ host
+            if len(parts) >= 8 and parts[6] == "typ" and parts[7] == "host":
+                rewritten.add(parts[4])
+                parts[4] = public_ip
+                line = " ".join(parts)
+        out.append(line)
+    family = "IP6" if ipaddress.ip_address(public_ip).version == 6 else "IP4"
+    for i, line in enumerate(out):
+        if line.startswith("c=IN ") and line.split(" ")[-1] in rewritten:
+            out[i] = f"c=IN {family} {public_ip}"
+    return ("\r\n" if "\r\n" in sdp else "\n").join(out)

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
 from pipeline.engines import Engines
 from pipeline.llm.tools import Tool
 from pipeline.session import VoiceSession
+from rtc.ice import IceServer, announce_public_ip
 from rtc.peer import (
     accept_offer,
     create_answer,
@@ -57,6 +58,7 @@ class Call:
         options: CallOptions,
         on_closed: Callable[[Call], Awaitable[None] | None] | None = None,
         on_event: Callable[[Call, str, dict[str, Any]], None] | None = None,
+        ice_servers: Sequence[IceServer] | None = None,  # None: config.ice_servers
     ) -> None:
         self.id = uuid.uuid4().hex
         self.config = config
@@ -67,7 +69,8 @@ class Call:
         self.close_reason: str | None = None
         self._on_closed = on_closed
         self._on_event = on_event
-        self.pc: RTCPeerConnection = new_peer_connection(config.ice_servers)
+        self.pc: RTCPeerConnection = new_peer_connection(
+            config.ice_servers if ice_servers is None else ice_servers)
         self.output = PacedAudioTrack()
         self.video = LatestVideoFrame()
         self.session = VoiceSession(
@@ -121,6 +124,8 @@ class Call:
             shorten_audio_jitter_buffer(pc)
             pc.addTrack(self.output)
             sdp = await create_answer(pc)
+            if self.config.ice_public_ip:
+                sdp = announce_public_ip(sdp, self.config.ice_public_ip)
         except BaseException:
             await self.close("negotiation_failed")
             raise

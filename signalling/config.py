@@ -53,6 +53,7 @@ class CallbotConfig:
     port: int = 8080
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
+    ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
     languages: tuple[str, ...] = ("en",)  # what a call may ask for (ASR + conversation)
     limits: Limits = dataclasses.field(default_factory=Limits)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
@@ -180,6 +181,14 @@ def _validate(obj: Any, prefix: str) -> None:
                     ipaddress.ip_address(host)
                 except ValueError:
                     raise ConfigError(f"ice_hosts: {host!r} is not an IP address") from None
+        if obj.ice_public_ip is not None:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(obj.ice_public_ip)
+            except ValueError:
+                raise ConfigError(
+                    f"ice_public_ip: {obj.ice_public_ip!r} is not an IP address") from None
     if isinstance(obj, AuthSettings) and obj.mode not in ("auto", "none", "token"):
         raise ConfigError(f"{prefix}mode: expected 'auto', 'none' or 'token'")
     if isinstance(obj, EngineSettings) and obj.llm_backend not in ("local", "openai"):
@@ -195,6 +204,7 @@ ENV_KEYS = {
     "CALLBOT_HOST": "host",
     "CALLBOT_PORT": "port",
     "CALLBOT_ICE_HOSTS": "ice_hosts",
+    "CALLBOT_ICE_PUBLIC_IP": "ice_public_ip",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",

@@ -42,7 +42,11 @@ async def json_errors(request: web.Request, handler):  # type: ignore[no-untyped
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, _CODES.get(exc.status, "http_error"), exc.reason)
+        # Keep the exception's own headers: a 405 must say which methods are allowed (Allow).
+        kept = {k: v for k, v in exc.headers.items()
+                if k.lower() not in ("content-type", "content-length")}
+        return error_response(exc.status, _CODES.get(exc.status, "http_error"), exc.reason,
+                              kept or None)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal server error")

@@ -6,6 +6,7 @@
         on_transcript=save_line,                  # (info, text): each final caller transcript
         options_factory=options_for,              # (request, requested) -> CallOptions | None
         tools=[order_lookup],                     # pipeline.llm.tools.Tool, for every call
+        ice_servers_factory=turn_credentials,     # (request) -> [IceServer]: per-call TURN
     )
     app = create_app(config, hooks=hooks)
 
@@ -13,6 +14,9 @@ Callbacks run as background tasks: a slow or failing callback never holds up a c
 are logged). `options_factory` runs inside the request, before negotiation: it sees the
 options the client asked for (already validated) and returns the ones to use, e.g. a system
 prompt and tools chosen for the signed-in user; raising `ApiError` refuses the call.
+`ice_servers_factory` also runs inside the request, once per call: the servers it returns
+(e.g. TURN with short-lived credentials) are used after the configured `ice_servers`; if it
+fails the call is refused with 503 `ice_unavailable`.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.llm.tools import Tool
+from rtc.ice import IceServer
 
 from .call import CallOptions
+from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,8 @@ class CallInfo:
 MaybeAwaitable = Awaitable[None] | None
 OptionsFactory = Callable[[web.Request, CallOptions],
                           CallOptions | None | Awaitable[CallOptions | None]]
+IceServersFactory = Callable[[web.Request],
+                             Sequence[IceServer] | Awaitable[Sequence[IceServer]]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class CallHooks:
     on_transcript: Callable[[CallInfo, str], MaybeAwaitable] | None = None
     options_factory: OptionsFactory | None = None
     tools: Sequence[Tool] = field(default_factory=tuple)  # offered to the LLM in every call
+    ice_servers_factory: IceServersFactory | None = None  # per-call STUN/TURN (credentials)
 
 
 class HookRunner:
@@ -78,6 +87,27 @@ class HookRunner:
             options = CallOptions(system_prompt=options.system_prompt, voice=options.voice,
                                   language=options.language, tools=tuple(self.hooks.tools))
         return options
+
+    async def ice_servers_for(self, request: web.Request,
+                              configured: Sequence[IceServer]) -> tuple[IceServer, ...]:
+        """The configured servers plus the factory's for this call (ApiError 503 if it fails)."""
+        factory = self.hooks.ice_servers_factory
+        if factory is None:
+            return tuple(configured)
+        try:
+            result = factory(request)
+            if inspect.isawaitable(result):
+                result = await result
+            extra = tuple(result)
+            if not all(isinstance(s, IceServer) for s in extra):
+                raise TypeError("ice_servers_factory must return IceServer objects")
+        except ApiError:
+            raise
+        except Exception:
+            log.exception("ice_servers_factory failed")
+            raise ApiError(503, "ice_unavailable",
+                           "no relay servers are available right now; try again") from None
+        return tuple(configured) + extra
 
     def started(self, info: CallInfo) -> None:
         self.calls[info.call_id] = info

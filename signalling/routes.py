@@ -110,6 +110,7 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
     sdp = _validate_offer(body, limits.max_sdp_bytes)
     options = _validate_options(body.get("options"), state)
     options = await state.hook_runner.options_for(request, options)
+    ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
     try:
         state.registry.reserve()
     except CallLimitReached:
@@ -119,7 +120,7 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
                        ) from None
     call = Call(
         state.config, state.engines, options,
-        on_closed=state.on_call_closed, on_event=state.on_call_event,
+        on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
     )
     try:
         answer = await call.answer(sdp)

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,12 +75,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_server(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 60) -> None:
+def wait_for_server(proc: subprocess.Popen[bytes], url: str, log: Path,
+                    timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}): {output[-2000:]}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}): {tail}")
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
@@ -89,16 +91,21 @@ def wait_for_server(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OpenAI-compatible server (llama-cpp-python[server]) on loopback; its /v1 URL."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    # Its log goes to a file: llama.cpp writes >64 KB while loading, which would fill a pipe
+    # nobody reads and block the server.
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
+             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
+             "--verbose", "False"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for_server(proc, f"http://127.0.0.1:{port}/v1/models")
+        wait_for_server(proc, f"http://127.0.0.1:{port}/v1/models", log)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()

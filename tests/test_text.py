@@ -90,6 +90,9 @@ def test_markdown_and_emoji_are_stripped() -> None:
     [
         ("How many legs does a spider have?", "question"),
         ("Hello there.", "incomplete"),
+        ("Hello, Sarah.", "incomplete"),  # a greeting with a name (or "there" misheard)
+        ("Hello Nair", "incomplete"),
+        ("Hello, I need help.", "statement"),
         ("hello", "incomplete"),
         ("Um", "incomplete"),
         ("I want to book a table and", "incomplete"),
