@@ -30,10 +30,8 @@ class SentenceChunker:
             match = _SENTENCE_END.search(self._buffer)
             if match and match.group(2):  # need the whitespace after: "3.5" is no sentence end
                 cut = match.end(1)
-            elif self._first and (clause := _CLAUSE_END.search(self._buffer)):
-                if len(self._buffer[: clause.end(1)].split()) < self._first_clause_min_words:
-                    break
-                cut = clause.end(1)
+            elif self._first and (clause := self._long_enough_clause()):
+                cut = clause
             else:
                 break
             piece = clean_for_speech(self._buffer[:cut])
@@ -42,6 +40,13 @@ class SentenceChunker:
                 pieces.append(piece)
                 self._first = False
         return pieces
+
+    def _long_enough_clause(self) -> int | None:
+        """End of the first clause with enough words to be worth saying on its own."""
+        for clause in _CLAUSE_END.finditer(self._buffer):
+            if len(self._buffer[: clause.end(1)].split()) >= self._first_clause_min_words:
+                return clause.end(1)
+        return None
 
     def flush(self) -> list[str]:
         piece = clean_for_speech(self._buffer)

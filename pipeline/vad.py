@@ -43,7 +43,8 @@ class SegmenterSettings:
     start_ms: int = 120
     start_window_ms: int = 160
     pause_ms: int = 160  # silence after speech that counts as a pause (speculation starts)
-    resume_ms: int = 60  # voiced audio after a pause that resumes the segment
+    resume_ms: int = 100  # voiced audio after a pause that resumes the segment (webrtcvad
+    # calls ~80 ms voiced after a lone click, so less would drop speculation on clicks)
     preroll_ms: int = 240  # audio kept from before the detected start
     max_segment_s: float = 25.0  # Whisper sees at most 30 s; force a turn end before that
 

@@ -91,6 +91,8 @@ class Call:
         self._unsent: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_audio = time.monotonic()
+        self._packets_in = -1  # packets received from the peer, as last counted
+        self._packets_at = time.monotonic()  # when that count last grew
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.audio_frames_in = 0
@@ -167,16 +169,12 @@ class Call:
     async def _watchdog(self) -> None:
         """Ends calls that never connect, go quiet, drop off, or run too long."""
         limits = self.config.limits
-        disconnected_since: float | None = None
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
-            if self.pc.connectionState == "disconnected":
-                disconnected_since = disconnected_since or now
-                if now - disconnected_since > limits.disconnect_grace_s:
-                    return await self.close("disconnected")
-            else:
-                disconnected_since = None
+            heard_from_peer = self._heard_from_peer(now)
+            if self.state == "active" and now - heard_from_peer > limits.disconnect_grace_s:
+                return await self.close("disconnected")
             if self.state == "connecting" and self.age_s > limits.setup_timeout_s:
                 return await self.close("setup_timeout")
             if self.age_s > limits.max_call_s:
@@ -184,6 +182,25 @@ class Call:
                 return await self.close("max_duration")
             if self.state == "active" and now - self._last_audio > limits.idle_timeout_s:
                 return await self.close("idle_timeout")
+
+    def _heard_from_peer(self, now: float) -> float:
+        """When a packet (RTP, RTCP, data channel) last came from the peer.
+
+        aiortc has no 'disconnected' state: a peer that vanishes without closing (crash,
+        network loss) only fails ICE consent after ~30 s. A live peer sends RTCP every
+        0.5-1.5 s (aiortc) even when it sends no audio, so silence means it is gone.
+        """
+        pc = self.pc
+        transports = [t.receiver.transport for t in pc.getTransceivers()]
+        if pc.sctp is not None:
+            transports.append(pc.sctp.transport)
+        received = 0
+        for transport in {id(t): t for t in transports if t is not None}.values():
+            for stats in transport._get_stats().values():
+                received += getattr(stats, "packetsReceived", 0)
+        if received != self._packets_in:
+            self._packets_in, self._packets_at = received, now
+        return self._packets_at
 
     # ---- events ----------------------------------------------------------------------------
 

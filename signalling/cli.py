@@ -24,7 +24,15 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--ice-host", action="append", dest="ice_hosts", metavar="ADDRESS",
                    help="local address offered as ICE host candidate (repeatable; "
                         "env CALLBOT_ICE_HOSTS, comma-separated)")
+    p.add_argument("--ice-public-ip", metavar="ADDRESS",
+                   help="public address announced for host candidates (NAT 1:1)")
     p.add_argument("--max-calls", type=int, help="concurrent call limit")
+    p.add_argument("--auth-token", action="append", dest="auth_tokens", metavar="TOKEN",
+                   help="static bearer token that may start calls (repeatable; "
+                        "env CALLBOT_AUTH_TOKENS)")
+    p.add_argument("--allowed-origin", action="append", dest="allowed_origins",
+                   metavar="ORIGIN", help="browser Origin allowed to start calls (repeatable; "
+                                          "env CALLBOT_ALLOWED_ORIGINS)")
     p.add_argument("--asr-model", choices=["tiny.en", "base"])
     p.add_argument("--llm-base-url", help="OpenAI-compatible server, e.g. http://host:8000/v1 "
                                           "(default: the embedded model)")
@@ -38,7 +46,10 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "host": args.host,
         "port": args.port,
         "ice_hosts": args.ice_hosts,
+        "ice_public_ip": args.ice_public_ip,
         "limits.max_calls": args.max_calls,
+        "auth.bearer_tokens": args.auth_tokens,
+        "auth.allowed_origins": args.allowed_origins,
         "engines.asr_model": args.asr_model,
         "engines.openai_base_url": args.llm_base_url,
         "engines.openai_model": args.llm_model,

@@ -69,4 +69,6 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case) -> None:  # type: ignore[no-untyped-def]
-    case.call_and_validate()
+    # Every check but "schema-valid data is accepted": JSON Schema cannot say what a usable
+    # SDP offer is, so a schema-valid `sdp` string is still (rightly) refused with a 4xx.
+    case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])

@@ -45,8 +45,11 @@ class MemoryOutput:
         return max(0.0, self._ends_at - time.monotonic()) if self.realtime else 0.0
 
     async def wait_drained(self) -> None:
-        while self.pending_seconds() > 0:
-            await asyncio.sleep(0.01)
+        while True:  # polled: clear() ends the wait early
+            pending = self.pending_seconds()
+            if pending <= 0:
+                return
+            await asyncio.sleep(min(pending, 0.01))
 
     @property
     def seconds(self) -> float:
@@ -238,6 +241,7 @@ async def _engines_idle(engines: Engines) -> None:
     """Start each test with the shared models idle (a previous test may have left work)."""
     for engine in (engines.asr, engines.llm, engines.tts):
         worker = getattr(engine, "_worker", None)
-        deadline = time.monotonic() + 10
-        while worker is not None and not worker.idle and time.monotonic() < deadline:
+        for _ in range(500):
+            if worker is None or worker.idle:
+                break
             await asyncio.sleep(0.02)
