@@ -11,13 +11,17 @@ from aiohttp import web
 from pipeline.engines import Engines
 from pipeline.settings import EngineSettings
 from signalling.app import create_app, shared_engines
-from signalling.config import CallbotConfig
+from signalling.config import CallbotConfig, Limits
 from tests import speech
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly
 
 LOOPBACK = "127.0.0.1"
-TEST_CONFIG = CallbotConfig(ice_hosts=(LOOPBACK,))
+# Every test call comes from 127.0.0.1: one client, so lift the per-client limits.
+TEST_CONFIG = CallbotConfig(
+    ice_hosts=(LOOPBACK,),
+    limits=Limits(max_calls_per_client=100, call_rate_per_minute=10_000),
+)
 
 ServerFactory = Callable[..., Awaitable[str]]
 
