@@ -250,6 +250,16 @@ def speech_end_offset(pcm: np.ndarray, sample_rate: int, threshold_dbfs: float =
     return last / sample_rate
 
 
+def speech_start_offset(pcm: np.ndarray, sample_rate: int, threshold_dbfs: float = -40.0
+                        ) -> float:
+    """Seconds from the start of a clip to its first loud 20 ms window."""
+    n = sample_rate // 50
+    for i in range(0, len(pcm) - n + 1, n):
+        if _dbfs(pcm[i : i + n]) > threshold_dbfs:
+            return i / sample_rate
+    return 0.0
+
+
 def _dbfs(pcm: np.ndarray) -> float:
     if pcm.size == 0:
         return -120.0
@@ -257,4 +267,6 @@ def _dbfs(pcm: np.ndarray) -> float:
     return 20 * np.log10(rms / 32768) if rms > 0 else -120.0
 
 
-__all__ = ["CallFailed", "SyntheticCaller", "speech_end_offset", "FRAME_SAMPLES"]
+__all__ = [
+    "CallFailed", "SyntheticCaller", "speech_end_offset", "speech_start_offset", "FRAME_SAMPLES",
+]

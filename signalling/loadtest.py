@@ -213,16 +213,6 @@ def plan_steps(scenario: Sequence[Step], turns: int | None) -> list[Step]:
     return plan
 
 
-def speech_start_offset(pcm: np.ndarray, rate: int, threshold_dbfs: float = -40.0) -> float:
-    n = rate // 50
-    for i in range(0, len(pcm) - n + 1, n):
-        window = pcm[i : i + n].astype(np.float64)
-        rms = float(np.sqrt(np.mean(window**2)))
-        if rms > 0 and 20 * np.log10(rms / 32768) > threshold_dbfs:
-            return i / rate
-    return 0.0
-
-
 # ---- one call -----------------------------------------------------------------------------------
 
 
@@ -292,6 +282,8 @@ async def run_call(index: int, options: LoadOptions, plan: Sequence[Step],
 async def _turn(caller: Any, step: Step, pcm: np.ndarray, rate: int, options: LoadOptions,
                 speech_end_offset: Callable[[np.ndarray, int], float], *, wait_done: bool
                 ) -> dict[str, Any]:
+    from rtc.caller import speech_start_offset
+
     turn: dict[str, Any] = {"kind": step.kind}
     idx = len(caller.events)
     if step.kind == "barge_in":

@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-import numpy as np
 import pytest
 
 from pipeline.engines import Engines
-from rtc.caller import SyntheticCaller, speech_end_offset
+from rtc.caller import SyntheticCaller, speech_end_offset, speech_start_offset
 from signalling.app import create_app
 from signalling.config import CallbotConfig, Limits
 from signalling.state import STATE
@@ -36,17 +35,6 @@ LONG_REPLY = "Tell me a long story about a brave dragon who lives in a castle by
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9']+", text.lower()))
-
-
-def speech_start_offset(pcm: np.ndarray, rate: int, threshold_dbfs: float = -40.0) -> float:
-    """Seconds from the start of a clip to its first loud 20 ms window."""
-    n = rate // 50
-    for i in range(0, len(pcm) - n + 1, n):
-        window = pcm[i : i + n].astype(np.float64)
-        rms = float(np.sqrt(np.mean(window**2)))
-        if rms > 0 and 20 * np.log10(rms / 32768) > threshold_dbfs:
-            return i / rate
-    return 0.0
 
 
 async def speak(caller: SyntheticCaller, clip: speech.Clip) -> tuple[float, float, float]:
