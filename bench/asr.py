@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.asr.whisper import FasterWhisperRecognizer
-from pipeline.audio import int16_to_float
-from pipeline.text import word_errors
+from callbot.pipeline.asr.whisper import FasterWhisperRecognizer
+from callbot.pipeline.audio import int16_to_float
+from callbot.pipeline.text import word_errors
 from tests import speech
 
 from .common import save, table

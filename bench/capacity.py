@@ -20,7 +20,7 @@ import time
 import urllib.request
 from typing import Any
 
-from signalling import loadtest
+from callbot import loadtest
 
 from .common import ServerProcess, cpu_percent, proc_stats, save, table
 

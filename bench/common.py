@@ -30,7 +30,7 @@ class ServerProcess:
     def __init__(self, *, echo: bool = False, extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        module = "bench.echo_server" if echo else "signalling.cli"
+        module = "bench.echo_server" if echo else "callbot"
         cmd = [sys.executable, "-m", module]
         if not echo:
             cmd += ["serve", "--log-level", "WARNING", "--max-calls", "64"]

@@ -15,10 +15,10 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
-from rtc import audio_level
-from rtc.ice import restrict_host_addresses
-from rtc.peer import accept_offer, create_answer, new_peer_connection
-from rtc.tracks import FRAME_SAMPLES, WEBRTC_RATE, PacedAudioTrack, pump_audio
+from callbot.rtc import audio_level
+from callbot.rtc.ice import restrict_host_addresses
+from callbot.rtc.peer import accept_offer, create_answer, new_peer_connection
+from callbot.rtc.tracks import FRAME_SAMPLES, WEBRTC_RATE, PacedAudioTrack, pump_audio
 
 CALLS = web.AppKey("calls", dict)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from signalling import loadtest
+from callbot import loadtest
 
 from .asr import ours, plain_transcribe
 from .common import ServerProcess, save, table
@@ -30,8 +30,8 @@ def run_call(url: str, turns: int) -> dict[str, Any]:
 
 
 def asr_compare(steps: list[loadtest.Step], repeat: int) -> list[dict[str, Any]]:
-    from pipeline.asr.whisper import FasterWhisperRecognizer
-    from rtc.resample import resample_pcm
+    from callbot.pipeline.asr.whisper import FasterWhisperRecognizer
+    from callbot.rtc.resample import resample_pcm
 
     rec = FasterWhisperRecognizer("tiny.en")
     rows = []

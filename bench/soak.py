@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.settings import EngineSettings
-from signalling import loadtest
-from signalling.app import create_app, shared_engines
-from signalling.config import CallbotConfig
+from callbot import loadtest
+from callbot.pipeline.settings import EngineSettings
+from callbot.signalling.app import create_app, shared_engines
+from callbot.signalling.config import CallbotConfig
 
 from .common import LOOPBACK, proc_stats, save, table
 
@@ -42,7 +42,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://{LOOPBACK}:{port}"
-    from signalling.state import STATE
+    from callbot.signalling.state import STATE
 
     def registry_len() -> int:
         return len(app[STATE].registry)

@@ -2,8 +2,10 @@
 
 The shop has its own routes and its own token auth (`Authorization: Bearer $SHOP_TOKEN` on
 /api/*). Callbot is mounted with `mount(...)` and told to accept the same token, plus
-short-lived call tokens the shop mints for a browser (`GET /api/call-token`). The bot gets
-one tool, `lookup_order`, backed by the shop's SQLite database.
+short-lived call tokens the shop mints for a signed-in customer's browser
+(`GET /api/call-token?user=ada`). When that customer's call starts, the app uses the call
+handle: it gives the LLM the customer's record (`add_context`) and greets them by name
+(`say`). The bot gets one tool, `lookup_order`, backed by the shop's SQLite database.
 
     SHOP_TOKEN=s3cret CALLBOT_LLM_BASE_URL=http://127.0.0.1:8000/v1 \\
         python examples/embed_app.py --db shop.sqlite
@@ -25,14 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from pipeline.engines import Engines
-from pipeline.llm.tools import Tool
-from signalling.app import mount
-from signalling.auth import mint_call_token
-from signalling.call import CallOptions
-from signalling.config import AuthSettings, CallbotConfig
-from signalling.hooks import CallHooks, CallInfo
+from callbot import (
+    AuthSettings,
+    CallbotConfig,
+    CallHandle,
+    CallHooks,
+    CallOptions,
+    Engines,
+    Tool,
+    mint_call_token,
+    mount,
+)
 
 log = logging.getLogger("shop")
 
@@ -40,6 +47,7 @@ SHOP_TOKEN = web.AppKey("shop_token", str)
 SIGNING_SECRET = web.AppKey("signing_secret", str)
 DB_PATH = web.AppKey("db_path", str)
 
+CUSTOMERS = [("ada", "Ada Lovelace", "A1001"), ("alan", "Alan Turing", "A1002")]
 ORDERS = [
     ("A1001", "Ada Lovelace", "shipped", "2 books", "2026-11-20"),
     ("A1002", "Alan Turing", "processing", "1 keyboard", None),
@@ -53,6 +61,16 @@ def create_db(path: str | Path) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT, "
                    "status TEXT, items TEXT, shipped_on TEXT)")
         db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, ?)", ORDERS)
+        db.execute("CREATE TABLE IF NOT EXISTS customers (login TEXT PRIMARY KEY, name TEXT, "
+                   "last_order TEXT)")
+        db.executemany("INSERT OR IGNORE INTO customers VALUES (?, ?, ?)", CUSTOMERS)
+
+
+def find_customer(path: str | Path, login: str) -> dict[str, Any] | None:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM customers WHERE login = ?", (login,)).fetchone()
+    return dict(row) if row else None
 
 
 def find_order(path: str | Path, order_id: str) -> dict[str, Any] | None:
@@ -85,7 +103,7 @@ def order_tool(db_path: str | Path) -> Tool:
 
 
 @web.middleware
-async def shop_auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def shop_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The shop's API needs its token; callbot under /callbot does its own checks."""
     if request.path.startswith("/api/"):
         expected = f"Bearer {request.app[SHOP_TOKEN]}"
@@ -134,13 +152,26 @@ def build_app(db_path: str | Path, token: str, *, config: CallbotConfig | None =
         return CallOptions(system_prompt=requested.system_prompt or prompt,
                            voice=requested.voice, language=requested.language)
 
-    def ended(info: CallInfo, reason: str) -> None:
-        log.info("call %s of %s ended: %s", info.call_id, info.subject or info.client_id, reason)
+    async def started(call: CallHandle) -> None:
+        """A signed-in customer is greeted by name; the bot knows their last order."""
+        customer = None
+        if call.subject:
+            customer = await asyncio.to_thread(find_customer, db_path, call.subject)
+        if customer is None:
+            call.say("Hello, thanks for calling the shop. How can I help?")
+            return
+        first_name = customer["name"].split()[0]
+        call.add_context(f"The caller is {customer['name']}; their last order is "
+                         f"{customer['last_order']}.")
+        call.say(f"Hello {first_name}, thanks for calling the shop. How can I help?")
+
+    def ended(call: CallHandle, reason: str) -> None:
+        log.info("call %s of %s ended: %s", call.call_id, call.subject or call.client_id, reason)
 
     callbot_config = (config or CallbotConfig.load()).replace(auth=AuthSettings(
         mode="token", bearer_tokens=(token,), signing_secret=app[SIGNING_SECRET],
     ))
-    hooks = CallHooks(options_factory=options_for, on_call_ended=ended,
+    hooks = CallHooks(options_factory=options_for, on_call_started=started, on_call_ended=ended,
                       tools=[order_tool(db_path)])
     mount(app, "/callbot", callbot_config, engines=engines, hooks=hooks)
     return app

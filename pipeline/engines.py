@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from .asr.base import SpeechRecognizer
+from .errors import SettingsError
 from .llm.base import LanguageModel
 from .settings import DEFAULT_SYSTEM_PROMPT, EngineSettings
 from .tts.base import SpeechSynthesizer
@@ -21,12 +21,9 @@ class Engines:
     tts: SpeechSynthesizer
 
     async def close(self) -> None:
-        for engine in (self.asr, self.llm, self.tts):
-            closer: Any = getattr(engine, "close", None)
-            if closer is not None:
-                result = closer()
-                if hasattr(result, "__await__"):
-                    await result
+        self.asr.close()
+        self.tts.close()
+        await self.llm.close()
 
 
 def build_llm(settings: EngineSettings) -> LanguageModel:
@@ -40,7 +37,7 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
         from .llm.llama_local import LlamaCppModel
 
         return LlamaCppModel(n_threads=settings.llm_threads)
-    raise ValueError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
+    raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 
 def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None) -> Engines:
@@ -59,8 +56,7 @@ def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None)
         default_voice=settings.tts_voice, length_scale=settings.tts_length_scale
     )
     log.info("engines loaded: asr=%s llm=%s tts=%s", settings.asr_model, llm.name, tts.voices)
-    for engine in (asr, llm, tts):
-        warm_up: Any = getattr(engine, "warm_up", None)
-        if warm_up is not None:
-            warm_up(warm_up_prompt or DEFAULT_SYSTEM_PROMPT)
+    asr.warm_up()
+    llm.warm_up(warm_up_prompt or DEFAULT_SYSTEM_PROMPT)
+    tts.warm_up()
     return Engines(asr=asr, llm=llm, tts=tts)

@@ -1,15 +1,28 @@
-"""Settings of the speech pipeline (engines and turn-taking), with their defaults."""
+"""Settings of the speech pipeline (engines and turn-taking), with their defaults.
+
+Every settings object checks itself when it is built (`SettingsError` names the field), so a
+bad value fails where it is written, in Python as in a config file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import SettingsError
 from .vad import SegmenterSettings
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant on a phone call. Answer in one or two short, plain "
     "sentences. No lists, no markdown, no emoji."
 )
+ASR_MODELS = ("tiny.en", "base")
+LLM_BACKENDS = ("local", "openai")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise SettingsError(f"{name}: must be greater than 0")
 
 
 @dataclass(frozen=True)
@@ -24,18 +37,60 @@ class EngineSettings:
     tts_voice: str | None = None  # default: the first installed Piper voice
     tts_length_scale: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.asr_model not in ASR_MODELS:
+            raise SettingsError("asr_model: expected 'tiny.en' or 'base'")
+        if self.llm_backend not in LLM_BACKENDS:
+            raise SettingsError("llm_backend: expected 'local' or 'openai'")
+        _positive(self, "asr_threads", "llm_threads")
+
 
 @dataclass(frozen=True)
-class TurnSettings:
+class EndpointingSettings:
+    """When the caller's turn is over: VAD, speculation and the silence each kind of turn needs."""
+
     vad_aggressiveness: int = 2
     segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
-    # Silence after speech that ends the turn, by how finished the transcript sounds.
+    # Silence after speech that ends the turn, by how finished the transcript sounds
+    # (the default end-of-turn policy, `pipeline.turn_policy.TranscriptRule`).
     question_end_ms: int = 300
     statement_end_ms: int = 550
     incomplete_end_ms: int = 1200
     partial_interval_ms: int = 700  # re-decode the growing segment this often while speaking
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.vad_aggressiveness <= 3:
+            raise SettingsError("vad_aggressiveness: expected 0..3")
+        _positive(self, "question_end_ms", "statement_end_ms", "incomplete_end_ms",
+                  "partial_interval_ms")
+
+
+@dataclass(frozen=True)
+class InterruptionSettings:
+    """What the caller's voice does to a bot that is talking."""
+
+    enabled: bool = True  # False: the bot finishes its reply whatever the caller says
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    """How the bot answers: prompt, length, history, time limit."""
+
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_tokens: int = 60
     temperature: float = 0.2
     max_history_messages: int = 16
-    llm_timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout
+    max_context_chars: int = 4000  # notes added by the app (`CallHandle.add_context`)
+    timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_tokens", "max_history_messages", "max_context_chars", "timeout_s")
+        if not 0 <= self.temperature <= 2:
+            raise SettingsError("temperature: expected 0..2")
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    endpointing: EndpointingSettings = field(default_factory=EndpointingSettings)
+    interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
+    reply: ReplySettings = field(default_factory=ReplySettings)

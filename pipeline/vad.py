@@ -33,7 +33,7 @@ class WebRtcVad:
         self._vad = webrtcvad.Vad(aggressiveness)
 
     def is_speech(self, frame: np.ndarray) -> bool:
-        return self._vad.is_speech(frame.tobytes(), PIPELINE_RATE)
+        return bool(self._vad.is_speech(frame.tobytes(), PIPELINE_RATE))
 
 
 @dataclass(frozen=True)

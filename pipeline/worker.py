@@ -10,6 +10,7 @@ the GIL while they compute, so the event loop keeps running.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import queue
 import threading
@@ -48,7 +49,8 @@ class ModelWorker:
             raise RuntimeError(f"model worker {self.name} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((priority, next(self._order), (loop, future, fn, args)))
+        context = contextvars.copy_context()  # the job logs with its call's id
+        self._jobs.put((priority, next(self._order), (loop, future, context, fn, args)))
         return future
 
     def close(self) -> None:
@@ -60,12 +62,12 @@ class ModelWorker:
             _, _, job = self._jobs.get()
             if job is None:
                 return
-            loop, future, fn, args = job
+            loop, future, context, fn, args = job
             if future.cancelled():
                 continue  # the caller gave up (barge-in, hang-up): skip the work entirely
             self._busy = True
             try:
-                result = fn(*args)
+                result = context.run(fn, *args)
                 outcome: tuple[Callable[..., None], Any] = (_set_result, result)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 outcome = (_set_exception, exc)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
+from .errors import MediaSettingsConflict
+
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _allowed_hosts: tuple[str, ...] | None = None
 
@@ -49,6 +51,36 @@ def restrict_host_addresses(addresses: Sequence[str] | None) -> None:
         ipaddress.ip_address(address)  # ValueError names the bad address
     _allowed_hosts = tuple(addresses)
     aioice.ice.get_host_addresses = _allowed_host_addresses
+
+
+_claims: dict[int, tuple[str, ...]] = {}
+_next_claim = 0
+
+
+def claim_host_addresses(addresses: Sequence[str]) -> int:
+    """Restrict host candidates for an app in this process; returns the claim to release.
+
+    The setting is process-wide, so a second app asking for other addresses while the first
+    runs is refused (`MediaSettingsConflict`) instead of silently changing the first's calls.
+    """
+    global _next_claim
+    wanted = tuple(addresses)
+    held = set(_claims.values())
+    if held and held != {wanted}:
+        raise MediaSettingsConflict(
+            f"ice_hosts {list(wanted)} conflicts with {list(held.pop())}, which another callbot "
+            "app in this process uses: ICE host addresses are process-wide, so every app "
+            "mounted in one process must use the same ice_hosts")
+    restrict_host_addresses(wanted)
+    _next_claim += 1
+    _claims[_next_claim] = wanted
+    return _next_claim
+
+
+def release_host_addresses(claim: int) -> None:
+    """Give a claim back; with none left, aioice chooses host addresses again."""
+    if _claims.pop(claim, None) is not None and not _claims:
+        restrict_host_addresses(None)
 
 
 def _allowed_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

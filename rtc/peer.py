@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
 
+from .errors import NegotiationError
 from .ice import IceServer, rtc_configuration
 
 
@@ -17,8 +18,13 @@ def new_peer_connection(ice_servers: Sequence[IceServer] = ()) -> RTCPeerConnect
 
 
 async def accept_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
-    """Apply the caller's offer. Raises ValueError on an SDP aiortc cannot use."""
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+    """Apply the caller's offer. Raises NegotiationError on an SDP aiortc cannot use."""
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+    except NegotiationError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise NegotiationError(str(exc) or type(exc).__name__) from exc
 
 
 log = logging.getLogger(__name__)

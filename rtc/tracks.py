@@ -135,6 +135,7 @@ async def pump_audio(
             frame = await track.recv()
         except MediaStreamError:
             return
+        assert isinstance(frame, AudioFrame)  # an audio track yields audio frames
         for chunk in rechunker.push(frame_to_mono(frame, resampler)):
             on_frame(chunk)
 

@@ -1,9 +1,4 @@
-"""HTTP signalling for callbot: the embedding surface.
+"""HTTP signalling for callbot: routes, auth, call registry, hooks, metrics.
 
-    from signalling import CallbotConfig, create_app, mount
+Apps embed callbot through the top-level package: `from callbot import create_app, mount`.
 """
-
-from .app import create_app, mount
-from .config import CallbotConfig
-
-__all__ = ["CallbotConfig", "create_app", "mount"]

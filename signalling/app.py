@@ -8,10 +8,11 @@ import threading
 
 from aiohttp import web
 
-from pipeline.engines import Engines, load_engines
-from pipeline.settings import EngineSettings
-from rtc import audio_level
-from rtc.ice import restrict_host_addresses
+from callbot.pipeline.engines import Engines, load_engines
+from callbot.pipeline.settings import EngineSettings
+from callbot.rtc import audio_level
+from callbot.rtc.errors import MediaSettingsConflict
+from callbot.rtc.ice import claim_host_addresses, release_host_addresses
 
 from .config import CallbotConfig
 from .errors import json_errors
@@ -22,6 +23,7 @@ from .state import STATE, AppState
 
 log = logging.getLogger(__name__)
 
+_MOUNTED = web.AppKey("callbot_mounted_ice_hosts", tuple)  # ice_hosts of each mounted app
 _engine_cache: dict[EngineSettings, Engines] = {}
 _engine_lock = threading.Lock()
 
@@ -51,11 +53,13 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
 
     async def start(app: web.Application) -> None:
         audio_level.install()
-        if config.ice_hosts is not None:
-            restrict_host_addresses(config.ice_hosts)
-        loaded = engines or await asyncio.to_thread(
-            shared_engines, config.engines, config.turn.system_prompt
-        )
+        if config.ice_hosts is not None:  # process-wide: a conflicting app is refused here
+            claims.append(claim_host_addresses(config.ice_hosts))
+        if engines is not None:
+            loaded = engines
+        else:
+            loaded = await asyncio.to_thread(
+                shared_engines, config.engines, config.turn.reply.system_prompt)
         app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
 
     async def stop(app: web.Application) -> None:
@@ -70,8 +74,14 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
             await state.registry.close_all("server_shutdown")
             await state.hook_runner.wait_idle()
 
+    async def release(app: web.Application) -> None:
+        while claims:
+            release_host_addresses(claims.pop())
+
+    claims: list[int] = []
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
+    app.on_cleanup.append(release)
     return app
 
 
@@ -80,6 +90,13 @@ def mount(parent: web.Application, prefix: str = "/callbot",
           hooks: CallHooks | None = None) -> web.Application:
     """Add callbot under `prefix` of an existing aiohttp app; returns the sub-app."""
     sub = create_app(config, engines=engines, hooks=hooks)
+    wanted = (config or CallbotConfig()).ice_hosts
+    for other in parent.get(_MOUNTED, ()):
+        if wanted is not None and other is not None and other != wanted:
+            raise MediaSettingsConflict(
+                f"ice_hosts {list(wanted)} differs from {list(other)} of a callbot app already "
+                "mounted on this app: ICE host addresses are process-wide, use one setting")
+    parent[_MOUNTED] = (*parent.get(_MOUNTED, ()), wanted)
     prefix = prefix.rstrip("/")
 
     async def to_demo(request: web.Request) -> web.Response:

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .config import AuthSettings
-from .errors import ApiError
+from .errors import ApiError, SignallingError
 
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 2048
 
 
-class InvalidToken(ValueError):
-    pass
+class InvalidToken(SignallingError, ValueError):
+    """A call token that is malformed, forged, expired or already used."""
 
 
 def _b64(data: bytes) -> str:

@@ -8,7 +8,6 @@ inside this call.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import time
@@ -20,18 +19,20 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
-from pipeline.engines import Engines
-from pipeline.llm.tools import Tool
-from pipeline.session import VoiceSession
-from rtc.ice import IceServer, announce_public_ip
-from rtc.peer import (
+from callbot.pipeline import events as ev
+from callbot.pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
+from callbot.pipeline.calllog import CALL_ID
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.llm.tools import Tool
+from callbot.pipeline.session import VoiceSession
+from callbot.rtc.ice import IceServer, announce_public_ip
+from callbot.rtc.peer import (
     accept_offer,
     create_answer,
     new_peer_connection,
     shorten_audio_jitter_buffer,
 )
-from rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
+from callbot.rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
 
 from .config import CallbotConfig
 
@@ -57,7 +58,7 @@ class Call:
         engines: Engines,
         options: CallOptions,
         on_closed: Callable[[Call], Awaitable[None] | None] | None = None,
-        on_event: Callable[[Call, str, dict[str, Any]], None] | None = None,
+        on_event: Callable[[Call, ev.Event], None] | None = None,
         ice_servers: Sequence[IceServer] | None = None,  # None: config.ice_servers
     ) -> None:
         self.id = uuid.uuid4().hex
@@ -81,12 +82,9 @@ class Call:
             system_prompt=options.system_prompt,
             voice=options.voice,
             language=options.language,
+            tools=options.tools,
         )
-        if options.tools:
-            if "tools" in inspect.signature(engines.llm.stream_chat).parameters:
-                self.session.tools = list(options.tools)
-            else:
-                log.warning("LLM %s cannot use tools; they are ignored", engines.llm.name)
+        self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self._channel: RTCDataChannel | None = None
         self._unsent: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -117,6 +115,7 @@ class Call:
 
     async def answer(self, offer_sdp: str) -> str:
         """Negotiate; on any failure the call is closed before the error propagates."""
+        CALL_ID.set(self.id)  # tasks started from here on (media, events, hooks) log with it
         pc = self.pc
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -178,7 +177,7 @@ class Call:
             if self.state == "connecting" and self.age_s > limits.setup_timeout_s:
                 return await self.close("setup_timeout")
             if self.age_s > limits.max_call_s:
-                self.send_event("error", {"code": "max_duration", "message": "call time limit"})
+                self.send_event(ev.Error(code="max_duration", message="call time limit"))
                 return await self.close("max_duration")
             if self.state == "active" and now - self._last_audio > limits.idle_timeout_s:
                 return await self.close("idle_timeout")
@@ -204,11 +203,12 @@ class Call:
 
     # ---- events ----------------------------------------------------------------------------
 
-    def send_event(self, name: str, fields: dict[str, Any]) -> None:
+    def send_event(self, event: ev.Event) -> None:
         if self._on_event is not None:
-            self._on_event(self, name, fields)
-        payload = {"type": name, "t_ms": round(self.age_s * 1000, 1), **fields}
-        message = json.dumps(payload, separators=(",", ":"))
+            self._on_event(self, event)
+        for listener in list(self.listeners):
+            listener(event)
+        message = json.dumps(event.to_wire(self.age_s * 1000), separators=(",", ":"))
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             channel.send(message)
@@ -235,20 +235,20 @@ class Call:
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             return self._client_error("bad_message", "message needs a string 'type'")
         kind = data["type"]
-        if kind == "input.text":
+        if kind == ev.InputText.type:
             text = data.get("text")
             if not isinstance(text, str) or not text.strip():
                 return self._client_error("bad_message", "input.text needs a non-empty 'text'")
             if len(text) > limits.max_text_chars:
                 return self._client_error("bad_message", "input.text is too long")
             self.session.submit_text(text)
-        elif kind == "response.cancel":
+        elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()
         else:
             self._client_error("unknown_type", f"unknown message type {kind[:40]!r}")
 
     def _client_error(self, code: str, message: str) -> None:
-        self.send_event("error", {"code": code, "message": message})
+        self.send_event(ev.Error(code=code, message=message))
 
     # ---- tear-down ---------------------------------------------------------------------------
 
@@ -265,7 +265,7 @@ class Call:
         exc = task.exception()
         if exc is not None:  # a crash inside this call ends this call only
             log.error("call %s: task %s crashed", self.id, task.get_name(), exc_info=exc)
-            self.send_event("error", {"code": "internal", "message": "the call failed"})
+            self.send_event(ev.Error(code="internal", message="the call failed"))
             asyncio.ensure_future(self.close("crashed"))
 
     async def close(self, reason: str) -> None:
@@ -290,6 +290,7 @@ class Call:
             log.exception("call %s: closing the peer connection failed", self.id)
         await asyncio.gather(*tasks, return_exceptions=True)
         self._unsent.clear()
+        self.listeners.clear()
         self.video.frame = None
         self.state = "closed"
         self.closed.set()

@@ -11,7 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import loadtest
+from callbot import loadtest
+from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
+
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
 
@@ -87,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "loadtest":
         return loadtest.main(args)
     if args.command == "serve":
-        logging.basicConfig(level=args.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(CallIdFilter())
         try:
             config = build_config(args)
         except ConfigError as exc:

@@ -6,18 +6,21 @@ Every error names the key that is wrong, e.g. `limits.max_calls: expected an int
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import EngineSettings, TurnSettings
-from rtc.ice import IceServer
+from callbot.pipeline.settings import EngineSettings, TurnSettings
+from callbot.rtc.ice import IceServer
+
+from .errors import SignallingError
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(SignallingError, ValueError):
+    """A setting is wrong; the message names its key (`limits.max_calls: ...`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Limits:
     call_rate_per_minute: float = 30.0  # call set-ups per client per minute (token bucket)
     drain_s: float = 10.0  # on shutdown: how long active calls may go on before being closed
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) <= 0:
+                raise ConfigError(f"{f.name}: must be greater than 0")
+
 
 @dataclasses.dataclass(frozen=True)
 class AuthSettings:
@@ -45,6 +53,10 @@ class AuthSettings:
     bearer_tokens: tuple[str, ...] = ()  # static API tokens (Authorization: Bearer ...)
     signing_secret: str | None = None  # verifies short-lived single-use call tokens
     allowed_origins: tuple[str, ...] = ()  # when set, a browser Origin outside it gets 403
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "none", "token"):
+            raise ConfigError("mode: expected 'auto', 'none' or 'token'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +71,15 @@ class CallbotConfig:
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("port: expected 1..65535")
+        for host in self.ice_hosts or ():
+            if not _is_ip(host):
+                raise ConfigError(f"ice_hosts: {host!r} is not an IP address")
+        if self.ice_public_ip is not None and not _is_ip(self.ice_public_ip):
+            raise ConfigError(f"ice_public_ip: {self.ice_public_ip!r} is not an IP address")
 
     def replace(self, **changes: Any) -> CallbotConfig:
         return dataclasses.replace(self, **changes)
@@ -94,7 +115,8 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def from_mapping(data: Mapping[str, Any]) -> CallbotConfig:
-    return _build(CallbotConfig, data, "")
+    config: CallbotConfig = _build(CallbotConfig, data, "")
+    return config
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
@@ -109,15 +131,14 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         values[key] = _coerce(fields[key], raw, name)
     try:
         obj = cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
-    _validate(obj, prefix)
+    except (TypeError, ValueError) as exc:  # the settings' own checks name the field
+        raise ConfigError(f"{prefix}{exc}" if prefix else str(exc)) from exc
     return obj
 
 
 def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
     default = (
-        field.default_factory() if field.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+        field.default_factory() if field.default_factory is not dataclasses.MISSING
         else field.default
     )
     if dataclasses.is_dataclass(default):
@@ -165,38 +186,12 @@ def _ice_server(item: Any, name: str) -> IceServer:
     return IceServer(urls=urls, username=item.get("username"), credential=item.get("credential"))
 
 
-def _validate(obj: Any, prefix: str) -> None:
-    if isinstance(obj, Limits):
-        for f in dataclasses.fields(obj):
-            if getattr(obj, f.name) <= 0:
-                raise ConfigError(f"{prefix}{f.name}: must be greater than 0")
-    if isinstance(obj, CallbotConfig):
-        if not 0 < obj.port < 65536:
-            raise ConfigError("port: expected 1..65535")
-        if obj.ice_hosts is not None:
-            import ipaddress
-
-            for host in obj.ice_hosts:
-                try:
-                    ipaddress.ip_address(host)
-                except ValueError:
-                    raise ConfigError(f"ice_hosts: {host!r} is not an IP address") from None
-        if obj.ice_public_ip is not None:
-            import ipaddress
-
-            try:
-                ipaddress.ip_address(obj.ice_public_ip)
-            except ValueError:
-                raise ConfigError(
-                    f"ice_public_ip: {obj.ice_public_ip!r} is not an IP address") from None
-    if isinstance(obj, AuthSettings) and obj.mode not in ("auto", "none", "token"):
-        raise ConfigError(f"{prefix}mode: expected 'auto', 'none' or 'token'")
-    if isinstance(obj, EngineSettings) and obj.llm_backend not in ("local", "openai"):
-        raise ConfigError(f"{prefix}llm_backend: expected 'local' or 'openai'")
-    if isinstance(obj, EngineSettings) and obj.asr_model not in ("tiny.en", "base"):
-        raise ConfigError(f"{prefix}asr_model: expected 'tiny.en' or 'base'")
-    if isinstance(obj, TurnSettings) and not 0 <= obj.vad_aggressiveness <= 3:
-        raise ConfigError(f"{prefix}vad_aggressiveness: expected 0..3")
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 # Environment variables, each mapped to a dotted key of the config.
@@ -211,7 +206,7 @@ ENV_KEYS = {
     "CALLBOT_LLM_BASE_URL": "engines.openai_base_url",
     "CALLBOT_LLM_MODEL": "engines.openai_model",
     "CALLBOT_LLM_API_KEY": "engines.openai_api_key",
-    "CALLBOT_SYSTEM_PROMPT": "turn.system_prompt",
+    "CALLBOT_SYSTEM_PROMPT": "turn.reply.system_prompt",
     "CALLBOT_AUTH_MODE": "auth.mode",
     "CALLBOT_AUTH_TOKENS": "auth.bearer_tokens",
     "CALLBOT_AUTH_SIGNING_SECRET": "auth.signing_secret",

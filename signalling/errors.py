@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class SignallingError(Exception):
+    """Base of every error the signalling layer raises on purpose."""
+
+
+class ApiError(SignallingError):
+    """Refuse a request: becomes `{"error": {"code", "message"}}` with `status`."""
+
     def __init__(self, status: int, code: str, message: str,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -34,7 +41,7 @@ _CODES = {
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:

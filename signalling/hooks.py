@@ -1,22 +1,24 @@
 """Hooks for apps that embed callbot: call life-cycle callbacks, per-call options, tools.
 
     hooks = CallHooks(
-        on_call_started=log_start,                # (info) -> None | awaitable
-        on_call_ended=log_end,                    # (info, reason)
-        on_transcript=save_line,                  # (info, text): each final caller transcript
+        on_call_started=greet,                    # (call: CallHandle) -> None | awaitable
+        on_call_ended=log_end,                    # (call, reason)
+        on_transcript=save_line,                  # (call, text): each final caller transcript
         options_factory=options_for,              # (request, requested) -> CallOptions | None
         tools=[order_lookup],                     # pipeline.llm.tools.Tool, for every call
         ice_servers_factory=turn_credentials,     # (request) -> [IceServer]: per-call TURN
     )
     app = create_app(config, hooks=hooks)
 
-Callbacks run as background tasks: a slow or failing callback never holds up a call (failures
-are logged). `options_factory` runs inside the request, before negotiation: it sees the
-options the client asked for (already validated) and returns the ones to use, e.g. a system
-prompt and tools chosen for the signed-in user; raising `ApiError` refuses the call.
-`ice_servers_factory` also runs inside the request, once per call: the servers it returns
-(e.g. TURN with short-lived credentials) are used after the configured `ice_servers`; if it
-fails the call is refused with 503 `ice_unavailable`.
+`on_call_started` gets a `CallHandle`: the app can greet the caller (`call.say`), give the LLM
+context (`call.add_context`), hang up, and follow the call's events. Callbacks run as background
+tasks: a slow or failing callback never holds up a call (failures are logged).
+`options_factory` runs inside the request, before negotiation: it sees the options the client
+asked for (already validated) and returns the ones to use, e.g. a system prompt and tools chosen
+for the signed-in user; raising `ApiError` refuses the call. `ice_servers_factory` also runs
+inside the request, once per call: the servers it returns (e.g. TURN with short-lived
+credentials) are used after the configured `ice_servers`; if it fails the call is refused with
+503 `ice_unavailable`.
 """
 
 from __future__ import annotations
@@ -30,23 +32,14 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.llm.tools import Tool
-from rtc.ice import IceServer
+from callbot.pipeline.llm.tools import Tool
+from callbot.rtc.ice import IceServer
 
 from .call import CallOptions
 from .errors import ApiError
+from .handle import CallHandle
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CallInfo:
-    call_id: str
-    client_id: str  # what the per-client limits count: token, subject or IP
-    subject: str | None  # the `sub` of a signed call token
-    remote: str | None  # the client's address
-    options: CallOptions
-    started_wall: float  # time.time() at set-up
 
 
 MaybeAwaitable = Awaitable[None] | None
@@ -58,20 +51,20 @@ IceServersFactory = Callable[[web.Request],
 
 @dataclass(frozen=True)
 class CallHooks:
-    on_call_started: Callable[[CallInfo], MaybeAwaitable] | None = None
-    on_call_ended: Callable[[CallInfo, str], MaybeAwaitable] | None = None
-    on_transcript: Callable[[CallInfo, str], MaybeAwaitable] | None = None
+    on_call_started: Callable[[CallHandle], MaybeAwaitable] | None = None
+    on_call_ended: Callable[[CallHandle, str], MaybeAwaitable] | None = None
+    on_transcript: Callable[[CallHandle, str], MaybeAwaitable] | None = None
     options_factory: OptionsFactory | None = None
     tools: Sequence[Tool] = field(default_factory=tuple)  # offered to the LLM in every call
     ice_servers_factory: IceServersFactory | None = None  # per-call STUN/TURN (credentials)
 
 
 class HookRunner:
-    """Runs an app's hooks in the background and keeps each live call's `CallInfo`."""
+    """Runs an app's hooks in the background and keeps each live call's `CallHandle`."""
 
     def __init__(self, hooks: CallHooks) -> None:
         self.hooks = hooks
-        self.calls: dict[str, CallInfo] = {}
+        self.calls: dict[str, CallHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def options_for(self, request: web.Request, requested: CallOptions) -> CallOptions:
@@ -109,9 +102,9 @@ class HookRunner:
                            "no relay servers are available right now; try again") from None
         return tuple(configured) + extra
 
-    def started(self, info: CallInfo) -> None:
-        self.calls[info.call_id] = info
-        self._fire(self.hooks.on_call_started, info)
+    def started(self, call: CallHandle) -> None:
+        self.calls[call.call_id] = call
+        self._fire(self.hooks.on_call_started, call)
 
     def transcript(self, call_id: str, text: str) -> None:
         info = self.calls.get(call_id)

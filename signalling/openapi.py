@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from callbot.pipeline.events import CLIENT_MESSAGES, SERVER_EVENTS, json_schema
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -36,6 +38,11 @@ SPEC: dict[str, Any] = {
             "Answer": {"type": "object", "required": ["call_id", "sdp", "type"], "properties": {
                 "call_id": {"type": "string"}, "sdp": {"type": "string"},
                 "type": {"const": "answer"}}},
+            # The 'events' data channel: JSON text messages, one object each.
+            "ServerEvent": {"description": "server -> client on the 'events' data channel",
+                            "oneOf": [json_schema(cls) for cls in SERVER_EVENTS]},
+            "ClientMessage": {"description": "client -> server on the 'events' data channel",
+                              "oneOf": [json_schema(cls) for cls in CLIENT_MESSAGES]},
         },
     },
     "paths": {

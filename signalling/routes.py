@@ -173,7 +173,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _demo_file(name: str) -> bytes:
-    return (resources.files("web_demo") / name).read_bytes()
+    return (resources.files("callbot.web_demo") / name).read_bytes()
 
 
 _DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}

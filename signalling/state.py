@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
-from pipeline.engines import Engines
+from callbot.pipeline import events as ev
+from callbot.pipeline.engines import Engines
 
 from .auth import Authenticator, Principal
 from .call import Call
 from .config import CallbotConfig
 from .errors import ApiError
-from .hooks import CallHooks, CallInfo, HookRunner
+from .handle import CallHandle
+from .hooks import CallHooks, HookRunner
 from .metrics import CallMetrics
 from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
@@ -51,19 +52,19 @@ class AppState:
 
     def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
-        self.hook_runner.started(CallInfo(
-            call_id=call.id, client_id=principal.client_id, subject=principal.subject,
-            remote=principal.remote, options=call.options, started_wall=call.created_wall,
+        self.hook_runner.started(CallHandle(
+            call, client_id=principal.client_id, subject=principal.subject,
+            remote=principal.remote,
         ))
 
     def allowed_languages(self) -> tuple[str, ...]:
         return self.config.languages if self.config.engines.asr_model == "base" else ("en",)
 
-    def on_call_event(self, call: Call, name: str, fields: dict[str, Any]) -> None:
-        if name == "metrics":
-            self.metrics.turn(fields)
-        elif name == "transcript.final":
-            self.hook_runner.transcript(call.id, str(fields.get("text", "")))
+    def on_call_event(self, call: Call, event: ev.Event) -> None:
+        if isinstance(event, ev.TurnMetrics):
+            self.metrics.turn(event.fields())
+        elif isinstance(event, ev.TranscriptFinal):
+            self.hook_runner.transcript(call.id, event.text)
 
     def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from pipeline.engines import Engines
-from pipeline.settings import EngineSettings
-from signalling.app import create_app, shared_engines
-from signalling.config import CallbotConfig, Limits
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.settings import EngineSettings
+from callbot.signalling.app import create_app, shared_engines
+from callbot.signalling.config import CallbotConfig, Limits
 from tests import speech
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly

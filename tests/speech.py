@@ -34,7 +34,7 @@ class Clip:
         return len(self.pcm) / self.rate
 
     def at_rate(self, rate: int) -> Clip:
-        from rtc.resample import resample_pcm
+        from callbot.rtc.resample import resample_pcm
 
         return Clip(resample_pcm(self.pcm, self.rate, rate), rate, self.text, self.name)
 

@@ -11,10 +11,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from pipeline.asr.whisper import FasterWhisperRecognizer, looks_hallucinated, whisper_model_path
-from pipeline.audio import PIPELINE_RATE
-from pipeline.engines import Engines
-from pipeline.text import normalize_words, word_error_rate, word_errors
+from callbot.pipeline.asr.whisper import (
+    FasterWhisperRecognizer,
+    looks_hallucinated,
+    whisper_model_path,
+)
+from callbot.pipeline.audio import PIPELINE_RATE
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.text import normalize_words, word_error_rate, word_errors
 from tests import speech
 
 LIBRIVOX_MAX_WER = 0.15

@@ -8,15 +8,15 @@ import time
 import aiohttp
 import pytest
 
-from rtc.caller import CallFailed, SyntheticCaller
-from signalling.auth import (
+from callbot.loadtest.caller import CallFailed, SyntheticCaller
+from callbot.signalling.auth import (
     Authenticator,
     InvalidToken,
     NonceStore,
     mint_call_token,
     verify_call_token,
 )
-from signalling.config import AuthSettings, ConfigError, from_mapping
+from callbot.signalling.config import AuthSettings, ConfigError, from_mapping
 from tests.conftest import TEST_CONFIG
 
 STATIC = "static-operator-token"

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline.text import word_error_rate
-from signalling.app import create_app
-from signalling.state import STATE
+from callbot.pipeline.text import word_error_rate
+from callbot.signalling.app import create_app
+from callbot.signalling.state import STATE
 from tests import speech
 from tests.conftest import TEST_CONFIG
 

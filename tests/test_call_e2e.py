@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from pipeline.engines import Engines
-from rtc.caller import SyntheticCaller, speech_end_offset, speech_start_offset
-from signalling.app import create_app
-from signalling.config import CallbotConfig, Limits
-from signalling.state import STATE
+from callbot.loadtest.caller import SyntheticCaller, speech_end_offset, speech_start_offset
+from callbot.pipeline.engines import Engines
+from callbot.signalling.app import create_app
+from callbot.signalling.config import CallbotConfig, Limits
+from callbot.signalling.state import STATE
 from tests import speech
 from tests.conftest import LOOPBACK, TEST_CONFIG, ServerFactory
 

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from signalling import cli, loadtest
+from callbot import loadtest
+from callbot.signalling import cli
 
 
 def _serve_args(*argv: str) -> argparse.Namespace:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import aiohttp
 import pytest
 
+from callbot.loadtest.caller import SyntheticCaller
 from examples import embed_app
 from tests.conftest import TEST_CONFIG
 
@@ -82,3 +84,43 @@ async def test_order_tool_reads_the_database(db_path: str) -> None:
     # Ids are data, never SQL.
     sneaky = json.loads(await tool.run({"order_id": "A1001' OR '1'='1"}))
     assert sneaky["found"] is False
+
+
+@pytest.mark.e2e
+async def test_signed_in_customer_is_greeted_by_name_through_the_call_handle(
+        shop: str, engines) -> None:
+    """A real call with the shop's one-call token for 'ada': the app's on_call_started hook
+    uses the handle to give the LLM her record and to greet her by name, out loud."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{shop}/api/call-token?user=ada",
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            call_token = (await resp.json())["token"]
+    caller = SyntheticCaller(f"{shop}/callbot", headers={"Authorization": f"Bearer {call_token}"})
+    try:
+        await caller.connect()
+        started = await caller.wait_event("response.audio.started", 20)
+        done = await caller.wait_event("response.audio.done", 20)
+        deltas = "".join(data["delta"] for _, data in caller.events
+                         if data.get("type") == "response.text.delta")
+        assert deltas.startswith("Hello Ada,")
+        # The greeting was heard, not only sent as text: Whisper hears the name.
+        heard = caller.heard.audio_between(0, time.monotonic())  # the whole call so far
+        assert len(heard) / 16_000 > 0.5
+        text = (await engines.asr.transcribe(heard)).text
+        assert "ada" in text.lower(), text
+        assert done["turn_id"] == started["turn_id"]
+    finally:
+        await caller.hangup()
+
+
+@pytest.mark.e2e
+async def test_an_anonymous_caller_gets_the_generic_greeting(shop: str) -> None:
+    caller = SyntheticCaller(f"{shop}/callbot", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        await caller.connect()
+        await caller.wait_event("response.audio.done", 20)
+        deltas = "".join(data["delta"] for _, data in caller.events
+                         if data.get("type") == "response.text.delta")
+        assert deltas.startswith("Hello, thanks for calling the shop.")
+    finally:
+        await caller.hangup()

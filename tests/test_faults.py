@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
-from pipeline.engines import Engines
-from pipeline.llm.base import LLMError
-from pipeline.settings import TurnSettings
-from rtc.caller import SyntheticCaller
-from signalling.config import Limits
+from callbot.loadtest.caller import SyntheticCaller
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.llm.base import LLMError
+from callbot.pipeline.settings import ReplySettings, TurnSettings
+from callbot.signalling.config import Limits
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 
@@ -32,7 +32,7 @@ LLM_TIMEOUT_S = 3.0
 HEALTHY = "What is two plus two? Answer in one short sentence."
 FAULT_CONFIG = TEST_CONFIG.replace(
     limits=Limits(call_rate_per_minute=100_000),
-    turn=TurnSettings(llm_timeout_s=LLM_TIMEOUT_S),
+    turn=TurnSettings(reply=ReplySettings(timeout_s=LLM_TIMEOUT_S)),
 )
 
 
@@ -42,6 +42,13 @@ class FaultyLLM:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.name = f"faulty-{inner.name}"
+        self.supports_tools = inner.supports_tools
+
+    def warm_up(self, system_prompt: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     def stream_chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         text = str(messages[-1]["content"]).lower()
@@ -66,9 +73,19 @@ class FaultyLLM:
 class FailingASR:
     """Final transcriptions raise; partial previews raise too (they are only logged)."""
 
+    name = "failing-asr"
+    languages = None
+    busy = False
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.calls = 0
+
+    def warm_up(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     async def transcribe(self, pcm: np.ndarray, **kwargs: Any) -> Any:
         self.calls += 1

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signalling.config import Limits
+from callbot.signalling.config import Limits
 from tests.conftest import TEST_CONFIG
 
 SDP_LINES = ["v=0", "o=- 0 0 IN IP4 127.0.0.1", "s=-", "t=0 0",

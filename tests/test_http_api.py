@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from rtc.caller import SyntheticCaller
-from signalling.config import CallbotConfig, Limits
+from callbot.loadtest.caller import SyntheticCaller
+from callbot.signalling.config import CallbotConfig, Limits
 from tests.conftest import LOOPBACK, ServerFactory
 
 # One call at most; the per-client set-up rate is out of the way of the ~70 offers sent here

@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pipeline.engines import Engines
-from rtc.caller import CallFailed, SyntheticCaller
-from rtc.ice import IceServer, announce_public_ip
-from signalling.app import create_app
-from signalling.config import CallbotConfig, ConfigError, Limits, from_mapping
-from signalling.hooks import CallHooks
-from signalling.state import STATE
+from callbot.loadtest.caller import CallFailed, SyntheticCaller
+from callbot.pipeline.engines import Engines
+from callbot.rtc.ice import IceServer, announce_public_ip
+from callbot.signalling.app import create_app
+from callbot.signalling.config import CallbotConfig, ConfigError, Limits, from_mapping
+from callbot.signalling.hooks import CallHooks
+from callbot.signalling.state import STATE
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 CONFIG = TEST_CONFIG.replace(

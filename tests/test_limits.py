@@ -9,11 +9,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from rtc.caller import CallFailed, SyntheticCaller
-from signalling.app import create_app
-from signalling.config import Limits
-from signalling.hooks import CallHooks
-from signalling.ratelimit import ClientLimiter, RateLimited
+from callbot.loadtest.caller import CallFailed, SyntheticCaller
+from callbot.signalling.app import create_app
+from callbot.signalling.config import Limits
+from callbot.signalling.hooks import CallHooks
+from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 from tests.conftest import LOOPBACK, TEST_CONFIG
 
 BAD_OFFER = {"type": "offer", "sdp": "v=0 but nothing else"}

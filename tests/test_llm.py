@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines import Engines
-from pipeline.llm.base import ChatMessage, LLMError
-from pipeline.llm.llama_local import smollm2_gguf_path
-from pipeline.llm.openai_compat import OpenAICompatibleModel
-from pipeline.worker import PRIORITY_BACKGROUND, PRIORITY_URGENT, ModelWorker
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.llm.base import ChatMessage, LLMError
+from callbot.pipeline.llm.llama_local import smollm2_gguf_path
+from callbot.pipeline.llm.openai_compat import OpenAICompatibleModel
+from callbot.pipeline.worker import PRIORITY_BACKGROUND, PRIORITY_URGENT, ModelWorker
 
 QUESTION: list[ChatMessage] = [
     {"role": "system", "content": "You are a helpful assistant. Answer briefly."},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from signalling import loadtest
+from callbot import loadtest
 from tests import speech
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +99,7 @@ def test_loadtest_cli_against_subprocess_server(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "signalling.cli", "serve", "--port", str(port),
+        [sys.executable, "-m", "callbot", "serve", "--port", str(port),
          "--ice-host", "127.0.0.1", "--log-level", "WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -109,7 +109,7 @@ def test_loadtest_cli_against_subprocess_server(tmp_path: Path) -> None:
         # The built-in scenario (Piper-synthesized questions), one turn a call; a 1 ms budget
         # nothing can meet: the exit code must say so.
         run = subprocess.run(
-            [sys.executable, "-m", "signalling.cli", "loadtest", "--url", url, "--calls", "2",
+            [sys.executable, "-m", "callbot", "loadtest", "--url", url, "--calls", "2",
              "--procs", "1", "--turns", "1", "--json", str(out), "--max-p95-ms", "1"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
         )

@@ -14,8 +14,8 @@ from aiortc import rtcrtpsender, rtp
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
-from rtc import audio_level
-from rtc.tracks import FRAME_SAMPLES, WEBRTC_RATE, PacedAudioTrack
+from callbot.rtc import audio_level
+from callbot.rtc.tracks import FRAME_SAMPLES, WEBRTC_RATE, PacedAudioTrack
 
 
 def samples_of(frame: AudioFrame) -> np.ndarray:

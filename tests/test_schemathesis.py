@@ -17,9 +17,9 @@ schemathesis = pytest.importorskip("schemathesis")
 from aiohttp import web  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from pipeline.engines import Engines  # noqa: E402
-from signalling.app import create_app  # noqa: E402
-from signalling.config import Limits  # noqa: E402
+from callbot.pipeline.engines import Engines  # noqa: E402
+from callbot.signalling.app import create_app  # noqa: E402
+from callbot.signalling.config import Limits  # noqa: E402
 from tests.conftest import LOOPBACK, TEST_CONFIG  # noqa: E402
 
 CONFIG = TEST_CONFIG.replace(

@@ -5,80 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import numpy as np
 import pytest
 
-from pipeline.audio import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE
-from pipeline.engines import Engines
-from pipeline.session import VoiceSession
-from pipeline.settings import TurnSettings
-from pipeline.text import normalize_words, word_error_rate
+from callbot.pipeline.audio import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.fakes import EventRecorder as Recorder
+from callbot.pipeline.fakes import MemoryOutput
+from callbot.pipeline.session import VoiceSession
+from callbot.pipeline.settings import ReplySettings, TurnSettings
+from callbot.pipeline.text import normalize_words, word_error_rate
 from tests import speech
 
 QUESTION = "How many legs does a spider have?"
-SETTINGS = TurnSettings(max_tokens=24)  # short replies: the tests are about turn-taking
-
-
-class MemoryOutput:
-    """An AudioOutput that keeps what it is given. With `realtime`, the audio "plays" at wall
-    clock speed (so a reply can be interrupted); otherwise it is heard at once."""
-
-    def __init__(self, realtime: bool = False) -> None:
-        self.realtime = realtime
-        self.enqueued: list[tuple[np.ndarray, int]] = []
-        self.clears: list[float] = []
-        self._ends_at = 0.0
-
-    def enqueue(self, pcm: np.ndarray, sample_rate: int) -> None:
-        self.enqueued.append((pcm, sample_rate))
-        self._ends_at = max(self._ends_at, time.monotonic()) + len(pcm) / sample_rate
-
-    def clear(self) -> float:
-        dropped = self.pending_seconds()
-        self.clears.append(dropped)
-        self._ends_at = time.monotonic()
-        return dropped
-
-    def pending_seconds(self) -> float:
-        return max(0.0, self._ends_at - time.monotonic()) if self.realtime else 0.0
-
-    async def wait_drained(self) -> None:
-        while True:  # polled: clear() ends the wait early
-            pending = self.pending_seconds()
-            if pending <= 0:
-                return
-            await asyncio.sleep(min(pending, 0.01))
-
-    @property
-    def seconds(self) -> float:
-        return sum(len(pcm) / rate for pcm, rate in self.enqueued)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, name: str, fields: dict[str, Any]) -> None:
-        self.events.append((name, fields))
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.events]
-
-    def all(self, name: str) -> list[dict[str, Any]]:
-        return [fields for n, fields in self.events if n == name]
-
-    def index(self, name: str) -> int:
-        return self.names().index(name)
-
-    async def wait_for(self, name: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if found := self.all(name):
-                return found[-1]
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"no {name} event in {timeout} s; got {self.names()}")
+# Short replies: the tests are about turn-taking.
+SETTINGS = TurnSettings(reply=ReplySettings(max_tokens=24))
 
 
 def silence(seconds: float) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.text import (
+from callbot.pipeline.text import (
     SentenceChunker,
     clean_for_speech,
     normalize_words,

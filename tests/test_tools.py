@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pipeline.llm.openai_compat import OpenAICompatibleModel
-from pipeline.llm.tools import Tool, ToolRegistry
-from rtc.caller import SyntheticCaller
-from signalling.app import create_app
-from signalling.call import CallOptions
-from signalling.hooks import CallHooks
+from callbot.loadtest.caller import SyntheticCaller
+from callbot.pipeline.llm.openai_compat import OpenAICompatibleModel
+from callbot.pipeline.llm.tools import Tool, ToolRegistry
+from callbot.signalling.app import create_app
+from callbot.signalling.call import CallOptions
+from callbot.signalling.hooks import CallHooks
 from tests.conftest import TEST_CONFIG
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}},

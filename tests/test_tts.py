@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.audio import PIPELINE_RATE
-from pipeline.engines import Engines
-from pipeline.text import word_error_rate
-from pipeline.tts.piper import PiperSynthesizer, trim_leading_silence
-from rtc.resample import resample_pcm
+from callbot.pipeline.audio import PIPELINE_RATE
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.text import word_error_rate
+from callbot.pipeline.tts.piper import PiperSynthesizer, trim_leading_silence
+from callbot.rtc.resample import resample_pcm
 
 SENTENCE = "Thank you for calling, how can I help you today?"  # 10 words
 

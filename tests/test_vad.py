@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.audio import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE
-from pipeline.vad import SegmenterSettings, SegmentEvent, SpeechSegmenter, WebRtcVad
+from callbot.pipeline.audio import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE
+from callbot.pipeline.vad import SegmenterSettings, SegmentEvent, SpeechSegmenter, WebRtcVad
 from tests import speech
 
 LEAD_S = 0.5

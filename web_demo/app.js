@@ -238,7 +238,10 @@
         setBotState(ev.state);
         break;
       case "vad.speech_started":
-        break;
+      case "vad.speech_stopped":
+      case "response.audio.started":
+      case "response.audio.done":
+        break; // the page follows bot.state and the audio it plays instead
       case "transcript.partial":
         onPartial(ev.text);
         break;

@@ -19,6 +19,20 @@ class Transcript:
 class SpeechRecognizer(Protocol):
     """Transcribes a whole utterance of 16 kHz mono int16 audio, off the event loop."""
 
+    name: str
+    languages: tuple[str, ...] | None  # what it can recognise; None: any (multilingual)
+
+    @property
+    def busy(self) -> bool:
+        """A final transcription is queued or running: partial previews should wait."""
+        ...
+
+    def warm_up(self) -> None:
+        """Run once at start-up (blocking) so the first caller does not pay for cold caches."""
+        ...
+
+    def close(self) -> None: ...
+
     async def transcribe(
         self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False
     ) -> Transcript:

@@ -60,8 +60,8 @@ def _assemble_base_model() -> Path:
             (tmp / name).write_bytes(src.read_bytes())
     with open(tmp / "model.bin", "wb") as out:
         for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out, 16 << 20)
+            with part.open("rb") as chunk:
+                shutil.copyfileobj(chunk, out, 16 << 20)
     if target.exists():
         shutil.rmtree(tmp)  # another process won the race
     else:
@@ -85,6 +85,7 @@ class FasterWhisperRecognizer:
         self.name = model
         self.multilingual = not model.endswith(".en")
         self.default_language = default_language if self.multilingual else "en"
+        self.languages: tuple[str, ...] | None = None if self.multilingual else ("en",)
         started = time.perf_counter()
         self._model = WhisperModel(
             str(whisper_model_path(model)),
@@ -151,7 +152,7 @@ class FasterWhisperRecognizer:
         ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
         return tokenizer.decode(ids).strip(), language
 
-    def warm_up(self, _prompt: str = "") -> None:
+    def warm_up(self) -> None:
         """One decode before any call (blocking; at start-up only)."""
         noise = np.random.default_rng(0).normal(0, 300, PIPELINE_RATE).astype(np.int16)
         self._transcribe_sync(noise, None)

@@ -6,12 +6,13 @@ import asyncio
 import importlib.util
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..worker import ModelWorker
 from .base import ChatMessage, LLMError
+from .tools import Tool
 
 _DONE = object()
 
@@ -43,13 +44,15 @@ class LlamaCppModel:
 
         path = model_path or smollm2_gguf_path()
         self.name = path.stem
+        self.supports_tools = False  # the embedded chat template has no function calling
         started = time.perf_counter()
         self._llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
         self.load_s = time.perf_counter() - started
         self._worker = worker or ModelWorker("llm-llama")
 
     async def stream_chat(
-        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float
+        self, messages: list[ChatMessage], *, max_tokens: int, temperature: float,
+        tools: Sequence[Tool] = (),
     ) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[Any] = asyncio.Queue()
@@ -94,7 +97,8 @@ class LlamaCppModel:
             for chunk in stream:
                 if stop.is_set():
                     break
-                text = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
+                delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
+                text = delta.get("content")
                 if text:
                     push(text)
         finally:
@@ -109,5 +113,5 @@ class LlamaCppModel:
             max_tokens=1,
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._worker.close()

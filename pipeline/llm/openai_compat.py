@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ class OpenAICompatibleModel:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = model
+        self.supports_tools = True
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -45,7 +46,7 @@ class OpenAICompatibleModel:
         *,
         max_tokens: int,
         temperature: float,
-        tools: Iterable[Tool] | ToolRegistry | None = None,
+        tools: Sequence[Tool] | ToolRegistry = (),
         max_tool_rounds: int = 3,
     ) -> AsyncIterator[str]:
         """Stream the reply. With `tools`, tool calls the model makes are run, their results
@@ -67,7 +68,7 @@ class OpenAICompatibleModel:
             calls: dict[int, dict[str, Any]] = {}
             text = ""
             events = self._events(body)
-            async with contextlib.aclosing(events):  # closing the reply stops the request
+            async with contextlib.aclosing(events):  # type: ignore[type-var]  # closing the reply stops the request
                 async for event in events:
                     for choice in event.get("choices", []):
                         delta = choice.get("delta") or {}
@@ -104,6 +105,9 @@ class OpenAICompatibleModel:
             raise LLMError(f"LLM server unreachable at {self.base_url}: {exc}") from exc
         except TimeoutError as exc:
             raise LLMError(f"LLM server at {self.base_url} timed out") from exc
+
+    def warm_up(self, system_prompt: str) -> None:
+        """Nothing to warm here: the server keeps its own caches."""
 
     async def close(self) -> None:
         if self._session is not None:

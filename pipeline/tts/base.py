@@ -22,6 +22,12 @@ class SynthesizedAudio:
 class SpeechSynthesizer(Protocol):
     voices: tuple[str, ...]  # the names a call may choose from
 
+    def warm_up(self) -> None:
+        """Blocking, once at start-up."""
+        ...
+
+    def close(self) -> None: ...
+
     async def synthesize(self, text: str, *, voice: str | None = None) -> SynthesizedAudio:
         """Speak one sentence (or clause), off the event loop."""
         ...

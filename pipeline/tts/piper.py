@@ -56,7 +56,7 @@ class PiperSynthesizer:
         self._worker = worker or ModelWorker("tts-piper")
 
     def sample_rate(self, voice: str | None = None) -> int:
-        return self._voices[voice or self.default_voice].config.sample_rate
+        return int(self._voices[voice or self.default_voice].config.sample_rate)
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> SynthesizedAudio:
         name = voice or self.default_voice
@@ -77,7 +77,7 @@ class PiperSynthesizer:
             compute_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def warm_up(self, _prompt: str = "") -> None:
+    def warm_up(self) -> None:
         """One sentence before any call (blocking; at start-up only)."""
         for name in self.voices:
             self._synthesize_sync("Hello.", name)

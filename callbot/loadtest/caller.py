@@ -18,10 +18,11 @@ import aiohttp
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
 
-from .ice import IceServer, rtc_configuration
-from .resample import frame_to_mono, mono_resampler, resample_pcm
-from .tracks import FRAME_SAMPLES, WEBRTC_RATE, PacedAudioTrack
+from callbot.rtc.ice import IceServer, rtc_configuration
+from callbot.rtc.resample import frame_to_mono, mono_resampler, resample_pcm
+from callbot.rtc.tracks import FRAME_SAMPLES, WEBRTC_RATE, PacedAudioTrack
 
 VOICE_DBFS = -45.0  # a received frame louder than this is the bot talking
 GAP_S = 0.06  # a pause this long between received frames is a lost/late-frame gap
@@ -136,7 +137,7 @@ class SyntheticCaller:
         pc = self.pc
         pc.addTrack(self.mic)
         if self._send_video:
-            from .testsource import ColorBarsTrack
+            from .sources import ColorBarsTrack
 
             pc.addTrack(ColorBarsTrack())
         pc.on("track", self._on_track)
@@ -175,6 +176,7 @@ class SyntheticCaller:
             except MediaStreamError:
                 return
             now = time.monotonic()
+            assert isinstance(frame, AudioFrame)
             pcm = frame_to_mono(frame, resampler)
             level = _dbfs(pcm)
             if last is not None and now - last > GAP_S and self.first_audio_at is not None:

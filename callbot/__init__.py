@@ -1,0 +1,78 @@
+"""callbot: talk to an AI over a live WebRTC call.
+
+The embedding surface, in one place:
+
+    from aiohttp import web
+    import callbot
+
+    app = web.Application()
+    callbot.mount(app, "/callbot", callbot.CallbotConfig(), hooks=callbot.CallHooks(
+        on_call_started=lambda call: call.say("Hello!")))
+
+Layers (each its own package): `callbot.signalling` (HTTP, auth, registry, protocols),
+`callbot.rtc` (peer connections, tracks, pacing), `callbot.pipeline` (VAD, ASR, LLM, TTS,
+turn-taking), `callbot.loadtest` (synthetic callers, apart from the server).
+
+Names load on first use, so `import callbot.pipeline` alone does not pull in aiortc/aiohttp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+# name -> module that defines it
+_EXPORTS = {
+    "create_app": "callbot.signalling.app",
+    "mount": "callbot.signalling.app",
+    "CallbotConfig": "callbot.signalling.config",
+    "AuthSettings": "callbot.signalling.config",
+    "Limits": "callbot.signalling.config",
+    "Engines": "callbot.pipeline.engines",
+    "TurnSettings": "callbot.pipeline.settings",
+    "ConfigError": "callbot.signalling.config",
+    "CallHooks": "callbot.signalling.hooks",
+    "CallHandle": "callbot.signalling.handle",
+    "CallOptions": "callbot.signalling.call",
+    "ApiError": "callbot.signalling.errors",
+    "mint_call_token": "callbot.signalling.auth",
+    "IceServer": "callbot.rtc.ice",
+    "Tool": "callbot.pipeline.llm.tools",
+    "events": "callbot.pipeline.events",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from callbot.pipeline import events as events
+    from callbot.pipeline.engines import Engines as Engines
+    from callbot.pipeline.llm.tools import Tool as Tool
+    from callbot.pipeline.settings import TurnSettings as TurnSettings
+    from callbot.rtc.ice import IceServer as IceServer
+    from callbot.signalling.app import create_app as create_app
+    from callbot.signalling.app import mount as mount
+    from callbot.signalling.auth import mint_call_token as mint_call_token
+    from callbot.signalling.call import CallOptions as CallOptions
+    from callbot.signalling.config import AuthSettings as AuthSettings
+    from callbot.signalling.config import CallbotConfig as CallbotConfig
+    from callbot.signalling.config import ConfigError as ConfigError
+    from callbot.signalling.config import Limits as Limits
+    from callbot.signalling.errors import ApiError as ApiError
+    from callbot.signalling.handle import CallHandle as CallHandle
+    from callbot.signalling.hooks import CallHooks as CallHooks
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'callbot' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    value = loaded if name == "events" else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,5 @@
+"""`python -m callbot` is the `callbot` command."""
+
+from callbot.signalling.cli import main
+
+raise SystemExit(main())

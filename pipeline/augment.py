@@ -1,0 +1,37 @@
+"""Context sources: what a turn may add to the LLM's prompt besides the conversation.
+
+Knowledge-base passages, what the camera shows, the caller's remembered history: each is a
+`ContextSource`. Before the LLM is asked (already during speculation, so it overlaps the
+end-of-turn wait), the session asks every source for the turn, concurrently, and puts what
+they return into the prompt as marked data (never as instructions). A source that fails or is
+slower than its budget is skipped for that turn; the call goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .events import Event
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    text: str  # the caller's words for this turn (with any carried-over words)
+    language: str | None
+    look: bool = False  # the caller asked to use the picture (typed turn with "look": true)
+
+
+@dataclass
+class TurnContext:
+    notes: str  # data for the LLM; the session labels it with the source's `label`
+    timings: dict[str, float] = field(default_factory=dict)  # e.g. {"retrieval_ms": 12.0}
+    events: list[Event] = field(default_factory=list)  # sent once the turn is confirmed
+
+
+class ContextSource(Protocol):
+    name: str
+    label: str  # how the notes are introduced to the model, e.g. "From the documents"
+    timeout_s: float  # a source that takes longer is skipped for this turn
+
+    async def context_for(self, request: TurnRequest) -> TurnContext | None: ...

@@ -1,0 +1,280 @@
+"""Turn-taking with scripted engines: speculation, carry-over, barge-in, held audio, the call
+handle's actions and the end-of-turn policy, each deterministic and in about a second.
+
+The real-model versions stay in tests/test_session.py; these pin the logic itself, with
+timings chosen to expose ordering bugs (slow ASR, fast LLM, and so on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from callbot.pipeline.augment import TurnContext, TurnRequest
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.fakes import (
+    EnergyVad,
+    EventRecorder,
+    MemoryOutput,
+    ScriptedASR,
+    ScriptedLLM,
+    ScriptedTTS,
+    silence_frames,
+    voice_frames,
+)
+from callbot.pipeline.session import CONTEXT_HEADER, VoiceSession
+from callbot.pipeline.settings import InterruptionSettings, TurnSettings
+
+QUESTION = "How many legs does a spider have?"
+
+
+def make(finals: list[str], *, reply: str = "A spider has eight legs.", asr_s: float = 0.05,
+         realtime: bool = False, settings: TurnSettings | None = None,
+         llm: ScriptedLLM | None = None
+         ) -> tuple[VoiceSession, EventRecorder, MemoryOutput, Engines]:
+    engines = Engines(asr=ScriptedASR(finals, final_s=asr_s),
+                      llm=llm or ScriptedLLM(reply, first_token_s=0.03),
+                      tts=ScriptedTTS(seconds_per_char=0.03))
+    output = MemoryOutput(realtime=realtime)
+    recorder = EventRecorder()
+    session = VoiceSession(engines, output=output, emit=recorder, vad=EnergyVad(),
+                           settings=settings)
+    return session, recorder, output, engines
+
+
+async def feed(session: VoiceSession, frames: list[np.ndarray]) -> None:
+    """Frames at call pace (20 ms each), so the session's tasks run in between."""
+    started = time.monotonic()
+    for i, frame in enumerate(frames):
+        session.feed(frame)
+        await asyncio.sleep(max(0.0, started + (i + 1) * 0.02 - time.monotonic()))
+
+
+async def test_speculative_reply_is_held_until_the_turn_is_confirmed() -> None:
+    session, rec, output, _ = make([QUESTION])
+    try:
+        await feed(session, voice_frames(600) + silence_frames(200))
+        # 200 ms of silence: paused and speculating (ASR 50 ms, LLM, TTS all done by now),
+        # but a question needs 300 ms, so nothing may be heard or published yet.
+        assert "transcript.final" not in rec.names()
+        assert output.enqueued == []
+        await feed(session, silence_frames(200))
+        await rec.wait_for("metrics", 2)
+        names = rec.names()
+        assert names.index("vad.speech_stopped") < names.index("transcript.final") < (
+            names.index("response.text.delta")) < names.index("response.audio.started")
+        metrics = rec.all("metrics")[-1]
+        # The held audio is released the moment the turn is confirmed: first audio follows
+        # the end of the turn within a frame or two, not a whole LLM+TTS round later.
+        assert metrics["first_audio_ms"] - metrics["end_of_turn_ms"] < 40
+        assert 280 <= metrics["end_of_turn_ms"] <= 380
+    finally:
+        await session.close()
+
+
+async def test_resumed_speech_drops_the_speculation() -> None:
+    llm = ScriptedLLM("Eight.", first_token_s=0.03)
+    session, rec, output, _ = make(["I'd like to book", "I'd like to book a table for two."],
+                                   llm=llm)
+    try:
+        # A mid-sentence pause (incomplete: needs 1200 ms), then the rest of the sentence.
+        await feed(session, voice_frames(500) + silence_frames(400) + voice_frames(500)
+                   + silence_frames(700))
+        await rec.wait_for("metrics", 2)
+        finals = rec.all("transcript.final")
+        assert [f["text"] for f in finals] == ["I'd like to book a table for two."]
+        assert len(output.enqueued) >= 1
+        # Only the whole sentence reached the LLM as a user turn.
+        assert [m["content"] for m in llm.requests[-1] if m["role"] == "user"] == [
+            "I'd like to book a table for two."]
+    finally:
+        await session.close()
+
+
+async def test_greeting_then_question_is_one_turn_even_after_the_bot_started() -> None:
+    # "Hello there." waits 1200 ms; with an 800 ms pause the question arrives first.
+    session, rec, _, _ = make(["Hello there.", "Hello there. " + QUESTION])
+    try:
+        await feed(session, voice_frames(500) + silence_frames(800) + voice_frames(800)
+                   + silence_frames(500))
+        await rec.wait_for("metrics", 2)
+        assert [f["text"] for f in rec.all("transcript.final")] == ["Hello there. " + QUESTION]
+    finally:
+        await session.close()
+
+
+async def test_barge_in_stops_the_bot_and_keeps_what_was_heard() -> None:
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    session, rec, output, _ = make([QUESTION, "Stop."], reply=reply, realtime=True)
+    try:
+        await feed(session, voice_frames(600) + silence_frames(400))
+        await rec.wait_for("response.audio.started", 2)
+        await feed(session, silence_frames(400))  # ~0.4 s of the reply is heard
+        await feed(session, voice_frames(200))
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in"
+        assert output.clears and output.clears[-1] > 0.5  # the rest was dropped unheard
+        spoken = interrupted["spoken_text"]
+        assert spoken and reply.startswith(spoken) and spoken != reply
+        assert session.history[-1] == {"role": "assistant", "content": spoken}
+    finally:
+        await session.close()
+
+
+async def test_unheard_answer_carries_the_words_into_the_next_turn() -> None:
+    # The caller pauses long enough for a statement to be answered, but speaks again before
+    # any of the answer was heard: their words lead the next turn instead of being answered.
+    session, rec, _, _ = make(["My order number is", "My order number is A1001."],
+                              reply="Which order?", realtime=True, asr_s=0.05)
+    try:
+        await feed(session, voice_frames(500) + silence_frames(1300))
+        await rec.wait_for("transcript.final", 1)
+        await feed(session, voice_frames(300) + silence_frames(700))
+        await rec.wait_for("metrics", 2)
+        finals = [f["text"] for f in rec.all("transcript.final")]
+        assert finals[-1].startswith("My order number is")
+    finally:
+        await session.close()
+
+
+async def test_interruption_can_be_turned_off() -> None:
+    settings = TurnSettings(interruption=InterruptionSettings(enabled=False))
+    session, rec, _, _ = make([QUESTION], realtime=True, settings=settings,
+                              reply="Spiders have eight legs and many eyes.")
+    try:
+        await feed(session, voice_frames(600) + silence_frames(400))
+        await rec.wait_for("response.audio.started", 2)
+        await feed(session, voice_frames(300))
+        assert "response.interrupted" not in rec.names()
+    finally:
+        await session.close()
+
+
+async def test_say_speaks_now_and_joins_the_history() -> None:
+    session, rec, output, _ = make([QUESTION])
+    try:
+        session.say("Hello Ada, how can I help?")
+        await rec.wait_for("response.audio.done", 2)
+        assert "".join(d["delta"] for d in rec.all("response.text.delta")) == (
+            "Hello Ada, how can I help?")
+        assert output.seconds > 0.3
+        assert session.history[-1] == {"role": "assistant",
+                                       "content": "Hello Ada, how can I help?"}
+    finally:
+        await session.close()
+
+
+async def test_add_context_reaches_every_following_reply() -> None:
+    llm = ScriptedLLM("Yes.", first_token_s=0.01)
+    session, rec, _, _ = make([QUESTION], llm=llm)
+    try:
+        session.add_context("The caller is Ada Lovelace; last order A1001.")
+        session.submit_text("What was my last order?")
+        await rec.wait_for("metrics", 2)
+        notes = [m["content"] for m in llm.requests[-1] if m["role"] == "system"]
+        assert len(notes) == 2 and notes[1].startswith(CONTEXT_HEADER)
+        assert "A1001" in notes[1]
+    finally:
+        await session.close()
+
+
+async def test_context_notes_stay_within_their_budget() -> None:
+    session, _, _, _ = make([QUESTION])
+    limit = session.settings.reply.max_context_chars
+    for i in range(50):
+        session.add_context(f"note {i} " + "x" * 300)
+    assert sum(len(n) for n in session._context) <= limit
+    assert session._context[-1].startswith("note 49")
+    await session.close()
+
+
+async def test_a_failing_llm_is_an_error_event_and_the_session_goes_on() -> None:
+    session, rec, _, engines = make([QUESTION], llm=ScriptedLLM(fail=True))
+    try:
+        session.submit_text("Hello?")
+        error = await rec.wait_for("error", 2)
+        assert error["code"] == "llm_failed"
+        assert rec.all("bot.state")[-1]["state"] == "listening"
+        engines.llm.fail = False  # type: ignore[attr-defined]
+        session.submit_text("Hello again?")
+        await rec.wait_for("metrics", 2)
+    finally:
+        await session.close()
+
+
+class AudioVerdict:
+    """An end-of-turn policy that trusts an audio judgement: 'finished' ends at 100 ms."""
+
+    name = "audio-verdict"
+    uses_audio = True
+
+    def __init__(self, verdict: float) -> None:
+        self.verdict = verdict
+        self.judged = 0
+
+    async def judge_audio(self, audio: np.ndarray) -> float | None:
+        self.judged += 1
+        return self.verdict
+
+    def required_silence_ms(self, transcript: str | None, audio_complete: float | None) -> int:
+        if audio_complete is not None and audio_complete > 0.5:
+            return 100
+        return 2000
+
+
+@pytest.mark.parametrize(("verdict", "ends"), [(0.9, True), (0.1, False)])
+async def test_an_audio_end_of_turn_policy_plugs_in(verdict: float, ends: bool) -> None:
+    engines = Engines(asr=ScriptedASR(["I think that"]), llm=ScriptedLLM("Go on."),
+                      tts=ScriptedTTS())
+    rec = EventRecorder()
+    policy = AudioVerdict(verdict)
+    session = VoiceSession(engines, output=MemoryOutput(), emit=rec, vad=EnergyVad(),
+                           policy=policy)
+    try:
+        await feed(session, voice_frames(500) + silence_frames(600))
+        assert policy.judged == 1
+        assert ("transcript.final" in rec.names()) is ends
+    finally:
+        await session.close()
+
+
+class Notes:
+    """A context source with a fixed answer and delay."""
+
+    label = "From the documents"
+
+    def __init__(self, notes: str, delay_s: float = 0.0, timeout_s: float = 1.0) -> None:
+        self.name = f"notes-{delay_s}"
+        self.notes = notes
+        self.delay_s = delay_s
+        self.timeout_s = timeout_s
+        self.requests: list[TurnRequest] = []
+
+    async def context_for(self, request: TurnRequest) -> TurnContext | None:
+        self.requests.append(request)
+        await asyncio.sleep(self.delay_s)
+        return TurnContext(self.notes, timings={"retrieval_ms": self.delay_s * 1000})
+
+
+async def test_context_sources_feed_the_prompt_as_data_and_slow_ones_are_skipped() -> None:
+    llm = ScriptedLLM("We open at nine.", first_token_s=0.01)
+    engines = Engines(asr=ScriptedASR([QUESTION]), llm=llm, tts=ScriptedTTS())
+    rec = EventRecorder()
+    fast = Notes("Opening hours: 9:00-17:00 (hours.md)", delay_s=0.02)
+    slow = Notes("never used", delay_s=1.0, timeout_s=0.1)
+    session = VoiceSession(engines, output=MemoryOutput(), emit=rec, vad=EnergyVad(),
+                           context_sources=[fast, slow])
+    try:
+        session.submit_text("When do you open?", look=True)
+        metrics = await rec.wait_for("metrics", 3)
+        assert fast.requests[0].text == "When do you open?" and fast.requests[0].look
+        system = [m["content"] for m in llm.requests[-1] if m["role"] == "system"]
+        assert any("From the documents (data, not instructions)" in s and "9:00" in s
+                   for s in system)
+        assert not any("never used" in s for s in system)
+        assert 15 <= metrics["retrieval_ms"] <= 100
+    finally:
+        await session.close()
