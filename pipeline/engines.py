@@ -40,6 +40,25 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
     raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 
+def build_asr(settings: EngineSettings) -> SpeechRecognizer:
+    """tiny.en alone, or a `LanguageRouter` (base alone, or tiny.en + base on one worker
+    thread, so a call's English turns and another call's Chinese turns queue fairly)."""
+    from .asr.router import LanguageRouter
+    from .asr.whisper import FasterWhisperRecognizer
+    from .worker import ModelWorker
+
+    threads = settings.asr_threads
+    if settings.asr_model == "tiny.en":
+        return FasterWhisperRecognizer("tiny.en", cpu_threads=threads)
+    if settings.asr_model == "base":
+        return LanguageRouter(None, FasterWhisperRecognizer("base", cpu_threads=threads))
+    worker = ModelWorker("asr")
+    return LanguageRouter(
+        FasterWhisperRecognizer("tiny.en", cpu_threads=threads, worker=worker),
+        FasterWhisperRecognizer("base", cpu_threads=threads, worker=worker),
+    )
+
+
 def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None) -> Engines:
     """Blocking (seconds): call it from a thread, once, at start-up.
 
@@ -47,10 +66,9 @@ def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None)
     llama.cpp completion took seconds; with the system prompt evaluated here, its tokens are
     already in the prompt cache when a call starts).
     """
-    from .asr.whisper import FasterWhisperRecognizer
     from .tts.piper import PiperSynthesizer
 
-    asr = FasterWhisperRecognizer(settings.asr_model, cpu_threads=settings.asr_threads)
+    asr = build_asr(settings)
     llm = build_llm(settings)
     tts = PiperSynthesizer(
         default_voice=settings.tts_voice, length_scale=settings.tts_length_scale

@@ -123,6 +123,19 @@ class TurnMetrics(Event):
     first_audio_ms: float | None = None
     retrieval_ms: float | None = None  # knowledge-base search (a context source)
     vision_ms: float | None = None  # reading the camera frame (a context source)
+    moderation_ms: float | None = None  # checking the caller's turn (safety)
+
+
+@dataclass(frozen=True)
+class SafetyFlagged(Event):
+    """Moderation flagged what the caller said (`source` "caller": `action` "refused" = a
+    calm reply instead of the LLM's, "warned" = answered anyway) or a sentence the bot was
+    about to say ("bot": "blocked", never spoken)."""
+
+    type: ClassVar[str] = "safety.flagged"
+    source: str  # caller | bot
+    categories: tuple[str, ...]
+    action: str  # refused | warned | blocked
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,8 @@ class Error(Event):
 
 SERVER_EVENTS: tuple[type[Event], ...] = (
     SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, ResponseTextDelta,
-    ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, Error,
+    ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics,
+    SafetyFlagged, Error,
 )
 
 
@@ -181,5 +195,7 @@ def _schema_of(annotation: str) -> dict[str, Any]:
     base = annotation.replace(" | None", "")
     if base == "BotStateName":
         return {"enum": ["listening", "thinking", "speaking"]}
+    if base.startswith("tuple[str"):
+        return {"type": "array", "items": {"type": "string"}}
     return {"type": {"str": "string", "int": "integer", "float": "number",
                      "bool": "boolean"}.get(base, "string")}

@@ -26,10 +26,12 @@ from . import events as ev
 from .augment import ContextSource, TurnContext, TurnRequest
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
+from .lang import CallLanguage, language_instruction
 from .llm.base import ChatMessage
 from .llm.tools import Tool
+from .safety.guard import GuardDecision, TurnGuard
 from .settings import TurnSettings
-from .text import SentenceChunker
+from .text import SentenceChunker, join_tokens, speech_tokens
 from .turn_policy import EndOfTurnPolicy, TranscriptRule
 from .vad import SegmentEvent, SpeechSegmenter, VoiceActivityDetector, WebRtcVad
 
@@ -78,14 +80,14 @@ class Turn:
         words: list[str] = []
         for text, seconds in self.played:
             if heard >= seconds - 0.05:
-                words.extend(text.split())
+                words.extend(speech_tokens(text))
             elif heard > 0:
-                piece = text.split()
+                piece = speech_tokens(text)  # Chinese: character by character
                 words.extend(piece[: int(len(piece) * heard / seconds)])
             heard -= seconds
             if heard <= 0:
                 break
-        return " ".join(words)
+        return join_tokens(words)
 
 
 class VoiceSession:
@@ -103,6 +105,8 @@ class VoiceSession:
         policy: EndOfTurnPolicy | None = None,
         vad: VoiceActivityDetector | None = None,
         context_sources: Sequence[ContextSource] = (),
+        guards: Sequence[TurnGuard] = (),
+        language_state: CallLanguage | None = None,
     ) -> None:
         self._engines = engines
         self.settings = settings or TurnSettings()
@@ -123,6 +127,10 @@ class VoiceSession:
         self.history: list[ChatMessage] = [{"role": "system", "content": prompt}]
         self._context: list[str] = []  # notes from the app (add_context), for every reply
         self.context_sources = list(context_sources)  # knowledge, vision, memory...
+        # Safety: each guard checks the caller's turn before the LLM and every bot sentence
+        # before it is spoken (pipeline/safety).
+        self.guards = list(guards)
+        self.language_state = language_state  # the call's language, when it is followed
         self._turn_ids = itertools.count(1)
         self._pending: Turn | None = None  # speculating, not yet confirmed
         self._active: Turn | None = None  # confirmed, answering
@@ -208,6 +216,13 @@ class VoiceSession:
 
     def cancel_response(self) -> None:
         self._interrupt("cancelled")
+
+    @property
+    def language(self) -> str | None:
+        """The call's language: fixed, detected, or None (not known yet / not followed)."""
+        if self.language_state is not None:
+            return self.language_state.current
+        return self._language
 
     async def close(self) -> None:
         self._closed = True
@@ -375,13 +390,45 @@ class VoiceSession:
                 return
         assert turn.user_text is not None
         user_text = self._with_carry_over(turn.user_text)
-        extra = await self._gather_context(turn, user_text)
+        if self.guards:  # the caller check runs alongside the context sources
+            check = asyncio.ensure_future(self._check_caller(turn, user_text))
+            try:
+                extra = await self._gather_context(turn, user_text)
+                decision = await check
+            finally:
+                check.cancel()
+            if decision is not None and decision.reply is not None:
+                reply = decision.reply
+
+                async def refusal() -> AsyncIterator[str]:
+                    yield reply
+
+                await self._deliver(turn, refusal())
+                return
+        else:
+            extra = await self._gather_context(turn, user_text)
         messages = self._messages(turn.history_len, user_text, extra)
         stream = self._engines.llm.stream_chat(
             messages, max_tokens=self.settings.reply.max_tokens,
             temperature=self.settings.reply.temperature, tools=self.tools,
         )
         await self._deliver(turn, stream)
+
+    async def _check_caller(self, turn: Turn, text: str) -> GuardDecision | None:
+        started = time.perf_counter()
+        decisions = await asyncio.gather(
+            *(g.check_caller(text, self.language) for g in self.guards))
+        turn.timings["moderation_ms"] = (time.perf_counter() - started) * 1000
+        for decision in decisions:
+            if decision is not None:
+                self._turn_event(turn, ev.SafetyFlagged(
+                    source="caller", categories=decision.categories, action=decision.action))
+        return next((d for d in decisions if d is not None and d.reply is not None),
+                    next((d for d in decisions if d is not None), None))
+
+    async def _check_bot(self, text: str) -> GuardDecision | None:
+        decisions = await asyncio.gather(*(g.check_bot(text, self.language) for g in self.guards))
+        return next((d for d in decisions if d is not None), None)
 
     async def _guarded(self, turn: Turn, work: Awaitable[None]) -> None:
         """Runs a turn's work; a failure becomes an `error` event, never a dead call."""
@@ -405,7 +452,8 @@ class VoiceSession:
     async def _deliver(self, turn: Turn, deltas: AsyncIterator[str]) -> None:
         """Stream the reply's text into speech, sentence by sentence; a speculative turn keeps
         its audio and events until it is committed."""
-        chunker = SentenceChunker()
+        chunker = SentenceChunker(language=self.language)
+        checked = bool(self.guards)  # text is shown sentence by sentence, once it passed
         started = time.perf_counter()
         timeout = self.settings.reply.timeout_s
         try:
@@ -415,8 +463,10 @@ class VoiceSession:
                         if "llm_first_token_ms" not in turn.timings:
                             turn.timings["llm_first_token_ms"] = (
                                 time.perf_counter() - started) * 1000
-                        turn.reply_text += delta
-                        self._turn_event(turn, ev.ResponseTextDelta(delta=delta, turn_id=turn.id))
+                        if not checked:
+                            turn.reply_text += delta
+                            self._turn_event(turn, ev.ResponseTextDelta(delta=delta,
+                                                                        turn_id=turn.id))
                         for piece in chunker.push(delta):
                             await self._speak(turn, piece)
                 for piece in chunker.flush():
@@ -472,12 +522,28 @@ class VoiceSession:
             messages.insert(1, {"role": "system", "content": f"{CONTEXT_HEADER}\n{notes}"})
         for block in extra:
             messages.append({"role": "system", "content": block})
+        instruction = language_instruction(self.language)
+        if instruction is not None:
+            messages.append({"role": "system", "content": instruction})
         messages.append({"role": "user", "content": user_text})
         return messages
 
     async def _speak(self, turn: Turn, text: str) -> None:
         started = time.perf_counter()
-        audio = await self._engines.tts.synthesize(text, voice=self._voice)
+        synthesis = self._engines.tts.synthesize(text, voice=self._voice)
+        if self.guards:  # checked while it is synthesized: no added wait on the normal path
+            audio, decision = await asyncio.gather(synthesis, self._check_bot(text))
+            if decision is not None:  # never spoken, never shown, not in the history
+                log.warning("turn %s: bot sentence blocked (%s)", turn.id,
+                            ",".join(decision.categories))
+                self._turn_event(turn, ev.SafetyFlagged(
+                    source="bot", categories=decision.categories, action=decision.action))
+                return
+            separator = " " if turn.reply_text and not text[:1].isspace() else ""
+            turn.reply_text += separator + text
+            self._turn_event(turn, ev.ResponseTextDelta(delta=separator + text, turn_id=turn.id))
+        else:
+            audio = await synthesis
         if "tts_first_ms" not in turn.timings:
             turn.timings["tts_first_ms"] = (time.perf_counter() - started) * 1000
         if audio.pcm.size == 0:
@@ -519,6 +585,7 @@ class VoiceSession:
             turn_id=turn.id, asr_ms=ms("asr_ms"), llm_first_token_ms=ms("llm_first_token_ms"),
             llm_done_ms=ms("llm_done_ms"), tts_first_ms=ms("tts_first_ms"),
             retrieval_ms=ms("retrieval_ms"), vision_ms=ms("vision_ms"),
+            moderation_ms=ms("moderation_ms"),
             end_of_turn_ms=since_speech("commit"), first_audio_ms=since_speech("first_audio"),
         ))
 

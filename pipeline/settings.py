@@ -15,7 +15,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant on a phone call. Answer in one or two short, plain "
     "sentences. No lists, no markdown, no emoji."
 )
-ASR_MODELS = ("tiny.en", "base")
+ASR_MODELS = ("tiny.en", "base", "auto")
 LLM_BACKENDS = ("local", "openai")
 
 
@@ -27,7 +27,9 @@ def _positive(obj: object, *names: str) -> None:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    asr_model: str = "tiny.en"  # or "base" (multilingual, extra 'multilingual')
+    # "tiny.en" (English only), "base" (multilingual, extra 'multilingual') or "auto": tiny.en
+    # for English calls and base for every other language and for detection.
+    asr_model: str = "tiny.en"
     asr_threads: int = 2
     llm_backend: str = "local"  # "local" (embedded llama.cpp) or "openai"
     llm_threads: int = 2
@@ -39,7 +41,7 @@ class EngineSettings:
 
     def __post_init__(self) -> None:
         if self.asr_model not in ASR_MODELS:
-            raise SettingsError("asr_model: expected 'tiny.en' or 'base'")
+            raise SettingsError("asr_model: expected 'tiny.en', 'base' or 'auto'")
         if self.llm_backend not in LLM_BACKENDS:
             raise SettingsError("llm_backend: expected 'local' or 'openai'")
         _positive(self, "asr_threads", "llm_threads")

@@ -8,7 +8,10 @@ import threading
 
 from aiohttp import web
 
+from callbot.pipeline.asr.router import LanguageRouter
 from callbot.pipeline.engines import Engines, load_engines
+from callbot.pipeline.lang import build_voices
+from callbot.pipeline.safety.guard import build_guard
 from callbot.pipeline.settings import EngineSettings
 from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
@@ -38,6 +41,17 @@ def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) 
         return engines
 
 
+def language_engines(engines: Engines, config: CallbotConfig) -> Engines:
+    """This app's view of the shared engines: detection among its languages, and a voice for
+    each (espeak-ng, or an OpenAI-compatible speech server, beside Piper)."""
+    asr = engines.asr
+    if isinstance(asr, LanguageRouter):
+        asr = asr.restricted(config.languages)
+    tts = build_voices(engines.tts, config.tts) if config.languages != ("en",) or (
+        config.tts.server_url) else engines.tts
+    return Engines(asr=asr, llm=engines.llm, tts=tts)
+
+
 def create_app(config: CallbotConfig | None = None, *, engines: Engines | None = None,
                hooks: CallHooks | None = None) -> web.Application:
     """A complete callbot app: call API, demo page, metrics.
@@ -60,7 +74,10 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         else:
             loaded = await asyncio.to_thread(
                 shared_engines, config.engines, config.turn.reply.system_prompt)
-        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
+        loaded = language_engines(loaded, config)
+        guard = await asyncio.to_thread(build_guard, config.safety)
+        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
+                              guard=guard)
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)

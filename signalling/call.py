@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,9 @@ from callbot.pipeline import events as ev
 from callbot.pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
 from callbot.pipeline.calllog import CALL_ID
 from callbot.pipeline.engines import Engines
+from callbot.pipeline.lang import call_engines
 from callbot.pipeline.llm.tools import Tool
+from callbot.pipeline.safety.guard import TurnGuard
 from callbot.pipeline.session import VoiceSession
 from callbot.rtc.ice import IceServer, announce_public_ip
 from callbot.rtc.peer import (
@@ -60,6 +62,10 @@ class Call:
         on_closed: Callable[[Call], Awaitable[None] | None] | None = None,
         on_event: Callable[[Call, ev.Event], None] | None = None,
         ice_servers: Sequence[IceServer] | None = None,  # None: config.ice_servers
+        *,
+        guards: Sequence[TurnGuard] = (),  # safety checks of every turn and bot sentence
+        languages: tuple[str, ...] | None = None,  # what the call may be detected as
+        voices_by_language: Mapping[str, str] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.config = config
@@ -74,8 +80,13 @@ class Call:
             config.ice_servers if ice_servers is None else ice_servers)
         self.output = PacedAudioTrack()
         self.video = LatestVideoFrame()
+        if languages is None:
+            languages = (options.language,) if options.language else ("en",)
+        per_call, self.language = call_engines(
+            engines, allowed=languages, language=options.language, voice=options.voice,
+            voices_by_language=voices_by_language)
         self.session = VoiceSession(
-            engines,
+            per_call,
             output=self.output,
             emit=self.send_event,
             settings=config.turn,
@@ -83,6 +94,8 @@ class Call:
             voice=options.voice,
             language=options.language,
             tools=options.tools,
+            guards=guards,
+            language_state=self.language,
         )
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self._channel: RTCDataChannel | None = None
@@ -104,6 +117,7 @@ class Call:
             "call_id": self.id,
             "state": self.state,
             "bot_state": self.session.state,
+            "language": self.language.current,
             "age_s": round(self.age_s, 1),
             "ice_state": self.pc.iceConnectionState,
             "audio_frames_in": self.audio_frames_in,

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from callbot import loadtest
 from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
+from callbot.pipeline.safety.pii import PiiRedactingFilter
 
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
@@ -35,7 +36,11 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins",
                    metavar="ORIGIN", help="browser Origin allowed to start calls (repeatable; "
                                           "env CALLBOT_ALLOWED_ORIGINS)")
-    p.add_argument("--asr-model", choices=["tiny.en", "base"])
+    p.add_argument("--asr-model", choices=["tiny.en", "base", "auto"],
+                   help="auto: tiny.en for English calls, multilingual base for the others")
+    p.add_argument("--language", action="append", dest="languages", metavar="CODE",
+                   help="a language calls may use or be detected in: en, zh, de, fr, es "
+                        "(repeatable; env CALLBOT_LANGUAGES, comma-separated)")
     p.add_argument("--llm-base-url", help="OpenAI-compatible server, e.g. http://host:8000/v1 "
                                           "(default: the embedded model)")
     p.add_argument("--llm-model", help="model name sent to that server")
@@ -53,6 +58,7 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "auth.bearer_tokens": args.auth_tokens,
         "auth.allowed_origins": args.allowed_origins,
         "engines.asr_model": args.asr_model,
+        "languages": args.languages,
         "engines.openai_base_url": args.llm_base_url,
         "engines.openai_model": args.llm_model,
     }
@@ -97,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"callbot: bad configuration: {exc}", file=sys.stderr)
             return 2
+        if config.safety.redact_pii:  # phones, e-mails, card numbers never reach the log
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(PiiRedactingFilter())
         asyncio.run(serve(config))
     return 0
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from callbot.pipeline.lang import SUPPORTED_LANGUAGES, VoiceSettings
+from callbot.pipeline.safety.settings import SafetySettings
 from callbot.pipeline.settings import EngineSettings, TurnSettings
 from callbot.rtc.ice import IceServer
 
@@ -66,13 +68,23 @@ class CallbotConfig:
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
     ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
-    languages: tuple[str, ...] = ("en",)  # what a call may ask for (ASR + conversation)
+    # What a call may ask for or be detected as (ASR, conversation, voice). More than English
+    # needs engines.asr_model "auto" (or "base").
+    languages: tuple[str, ...] = ("en",)
     limits: Limits = dataclasses.field(default_factory=Limits)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    safety: SafetySettings = dataclasses.field(default_factory=SafetySettings)
+    tts: VoiceSettings = dataclasses.field(default_factory=VoiceSettings)
 
     def __post_init__(self) -> None:
+        if not self.languages:
+            raise ConfigError("languages: list at least one language")
+        for language in self.languages:
+            if language not in SUPPORTED_LANGUAGES:
+                raise ConfigError(f"languages: {language!r} is not one of "
+                                  f"{', '.join(SUPPORTED_LANGUAGES)}")
         if not 0 < self.port < 65536:
             raise ConfigError("port: expected 1..65535")
         for host in self.ice_hosts or ():
@@ -145,7 +157,10 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         return _build(type(default), raw, f"{name}.")
     if field.name == "ice_servers":
         return tuple(_ice_server(item, f"{name}[{i}]") for i, item in enumerate(raw or []))
-    if field.name in ("ice_hosts", "languages", "bearer_tokens", "allowed_origins"):
+    if isinstance(default, dict):
+        return _string_map(raw, name)
+    if field.name in ("ice_hosts", "languages", "bearer_tokens", "allowed_origins",
+                      "server_voices"):
         if raw is None and field.name == "ice_hosts":
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
@@ -174,6 +189,21 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
     if raw is not None and not isinstance(raw, str):
         raise ConfigError(f"{name}: expected a string, got {raw!r}")
     return raw
+
+
+def _string_map(raw: Any, name: str) -> dict[str, Any]:
+    """A table of strings, or of lists of strings (word lists per language)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name}: expected a table")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            out[str(key)] = value
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            out[str(key)] = tuple(value)
+        else:
+            raise ConfigError(f"{name}.{key}: expected a string or a list of strings")
+    return out
 
 
 def _ice_server(item: Any, name: str) -> IceServer:
@@ -211,6 +241,14 @@ ENV_KEYS = {
     "CALLBOT_AUTH_TOKENS": "auth.bearer_tokens",
     "CALLBOT_AUTH_SIGNING_SECRET": "auth.signing_secret",
     "CALLBOT_ALLOWED_ORIGINS": "auth.allowed_origins",
+    "CALLBOT_LANGUAGES": "languages",
+    "CALLBOT_SAFETY": "safety.enabled",
+    "CALLBOT_MODERATION_URL": "safety.endpoint_url",
+    "CALLBOT_MODERATION_API_KEY": "safety.endpoint_api_key",
+    "CALLBOT_REDACT_PII": "safety.redact_pii",
+    "CALLBOT_TTS_SERVER_URL": "tts.server_url",
+    "CALLBOT_TTS_SERVER_VOICES": "tts.server_voices",
+    "CALLBOT_TTS_SERVER_API_KEY": "tts.server_api_key",
 }
 
 

@@ -121,6 +121,8 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
     call = Call(
         state.config, state.engines, options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
+        guards=[state.guard] if state.guard is not None else [],
+        languages=state.allowed_languages(), voices_by_language=state.language_voices,
     )
     try:
         answer = await call.answer(sdp)
@@ -163,6 +165,9 @@ async def healthz(request: web.Request) -> web.Response:
         "asr": state.config.engines.asr_model,
         "llm": state.engines.llm.name,
         "voices": list(state.engines.tts.voices),
+        "languages": list(state.allowed_languages()),
+        "language_voices": state.language_voices,  # the voice that speaks each language
+        "safety": state.guard is not None,
     })
 
 

@@ -8,6 +8,9 @@ from aiohttp import web
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.engines import Engines
+from callbot.pipeline.lang import voices_by_language
+from callbot.pipeline.safety.guard import TurnGuard
+from callbot.pipeline.safety.pii import redact_pii
 
 from .auth import Authenticator, Principal
 from .call import Call
@@ -25,6 +28,7 @@ class AppState:
     config: CallbotConfig
     engines: Engines
     hooks: CallHooks = field(default_factory=CallHooks)
+    guard: TurnGuard | None = None  # safety: checks every caller turn and bot sentence
     registry: CallRegistry = field(init=False)
     metrics: CallMetrics = field(init=False)
     auth: Authenticator = field(init=False)
@@ -40,6 +44,9 @@ class AppState:
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
         self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
+        self.language_voices = voices_by_language(
+            self.allowed_languages(), self.engines.tts.voices, self.config.tts,
+            self.config.engines.tts_voice)
 
     def admit(self, principal: Principal) -> None:
         """Per-client limits before a call is negotiated; 429 with Retry-After."""
@@ -58,13 +65,18 @@ class AppState:
         ))
 
     def allowed_languages(self) -> tuple[str, ...]:
-        return self.config.languages if self.config.engines.asr_model == "base" else ("en",)
+        """The configured languages the recognizer can hear (tiny.en: English only)."""
+        recognizable = self.engines.asr.languages
+        allowed = tuple(lang for lang in self.config.languages
+                        if recognizable is None or lang in recognizable)
+        return allowed or ("en",)
 
     def on_call_event(self, call: Call, event: ev.Event) -> None:
         if isinstance(event, ev.TurnMetrics):
             self.metrics.turn(event.fields())
         elif isinstance(event, ev.TranscriptFinal):
-            self.hook_runner.transcript(call.id, event.text)
+            text = redact_pii(event.text) if self.config.safety.redact_pii else event.text
+            self.hook_runner.transcript(call.id, text)
 
     def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)

@@ -257,6 +257,9 @@
       case "metrics":
         onMetrics(ev);
         break;
+      case "safety.flagged":
+        addEntry("metrics", `safety: ${ev.source} ${ev.action} (${(ev.categories || []).join(", ")})`);
+        break;
       case "error":
         showError(`Server error: ${ev.message} (${ev.code})`);
         break;

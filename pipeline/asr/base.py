@@ -14,6 +14,10 @@ class Transcript:
     language: str | None
     compute_ms: float  # wall time the engine spent on this transcription
     audio_ms: float
+    # How sure the engine is, when it can say: the probability of the language it detected
+    # (None when the language was given), and the mean log-probability of the text's tokens.
+    language_probability: float | None = None
+    confidence: float | None = None
 
 
 class SpeechRecognizer(Protocol):

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -98,37 +99,46 @@ class FasterWhisperRecognizer:
         self._worker = worker or ModelWorker(f"asr-{model}")
 
     async def transcribe(
-        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False
+        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False,
+        among: tuple[str, ...] | None = None,
     ) -> Transcript:
+        """`among`: when the language is detected, pick the likeliest of these (a call's
+        allowed languages) rather than any language Whisper knows."""
         priority = PRIORITY_BACKGROUND if partial else PRIORITY_URGENT
-        return await self._worker.submit(self._transcribe_sync, pcm, language, priority=priority)
+        return await self._worker.submit(
+            self._transcribe_sync, pcm, language, among, priority=priority)
 
     @property
     def busy(self) -> bool:
         return not self._worker.idle
 
-    def _transcribe_sync(self, pcm: np.ndarray, language: str | None) -> Transcript:
+    def _transcribe_sync(self, pcm: np.ndarray, language: str | None,
+                         among: tuple[str, ...] | None = None) -> Transcript:
         started = time.perf_counter()
         audio = int16_to_float(pcm)
         audio_s = len(audio) / PIPELINE_RATE
-        text, lang = "", language or self.default_language
+        lang = language or self.default_language
+        decoded = _Decoded("", lang, None, None)
         if audio_s >= 0.1:
             features = self._model.feature_extractor(audio)
             frames = features.shape[-1]
             window = min(FULL_WINDOW_FRAMES, max(MIN_WINDOW_FRAMES, frames + WINDOW_MARGIN_FRAMES))
-            text, lang = self._decode(features, window, lang, audio_s)
-            if window < FULL_WINDOW_FRAMES and looks_hallucinated(text, audio_s):
-                text, lang = self._decode(features, FULL_WINDOW_FRAMES, lang, audio_s)
+            decoded = self._decode(features, window, lang, audio_s, among)
+            if window < FULL_WINDOW_FRAMES and looks_hallucinated(decoded.text, audio_s):
+                decoded = self._decode(features, FULL_WINDOW_FRAMES, decoded.language, audio_s)
         return Transcript(
-            text=text,
-            language=lang,
+            text=decoded.text,
+            language=decoded.language,
             compute_ms=(time.perf_counter() - started) * 1000,
             audio_ms=audio_s * 1000,
+            language_probability=decoded.language_probability,
+            confidence=decoded.confidence,
         )
 
     def _decode(
-        self, features: np.ndarray, window: int, language: str | None, audio_s: float
-    ) -> tuple[str, str | None]:
+        self, features: np.ndarray, window: int, language: str | None, audio_s: float,
+        among: tuple[str, ...] | None = None,
+    ) -> _Decoded:
         import ctranslate2
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
@@ -136,8 +146,11 @@ class FasterWhisperRecognizer:
         model = self._model.model
         padded = np.ascontiguousarray(pad_or_trim(features, window)[None], dtype=np.float32)
         encoded = model.encode(ctranslate2.StorageView.from_array(padded), to_cpu=False)
+        probability = None
         if self.multilingual and language is None:
-            language = model.detect_language(encoded)[0][0][0][2:-2]
+            ranked = [(token[2:-2], p) for token, p in model.detect_language(encoded)[0]]
+            allowed = [(lang, p) for lang, p in ranked if among is None or lang in among]
+            language, probability = (allowed or ranked)[0]
         tokenizer = Tokenizer(
             self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language
         )
@@ -148,9 +161,11 @@ class FasterWhisperRecognizer:
             beam_size=1,
             max_length=int(len(prompt) + 12 + audio_s * 8),  # bounds a runaway loop
             suppress_blank=True,
+            return_scores=True,
         )
         ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
-        return tokenizer.decode(ids).strip(), language
+        score = result[0].scores[0] if result[0].scores else None
+        return _Decoded(tokenizer.decode(ids).strip(), language, probability, score)
 
     def warm_up(self) -> None:
         """One decode before any call (blocking; at start-up only)."""
@@ -159,6 +174,14 @@ class FasterWhisperRecognizer:
 
     def close(self) -> None:
         self._worker.close()
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    text: str
+    language: str | None
+    language_probability: float | None
+    confidence: float | None  # length-normalised log-probability of the tokens
 
 
 def looks_hallucinated(text: str, audio_s: float) -> bool:
