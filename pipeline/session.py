@@ -71,6 +71,7 @@ class Turn:
     held_audio: list[tuple[str, np.ndarray, int]] = field(default_factory=list)
     played: list[tuple[str, float]] = field(default_factory=list)  # (text, seconds) enqueued
     reply_text: str = ""
+    trusted: bool = False  # a reply of the operator's (a safety refusal): guards skip it
     audio_started: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -403,6 +404,7 @@ class VoiceSession:
                 async def refusal() -> AsyncIterator[str]:
                     yield reply
 
+                turn.trusted = True  # the operator's own words: not checked again
                 await self._deliver(turn, refusal())
                 return
         else:
@@ -453,7 +455,7 @@ class VoiceSession:
         """Stream the reply's text into speech, sentence by sentence; a speculative turn keeps
         its audio and events until it is committed."""
         chunker = SentenceChunker(language=self.language)
-        checked = bool(self.guards)  # text is shown sentence by sentence, once it passed
+        checked = bool(self.guards) and not turn.trusted  # shown once each sentence passed
         started = time.perf_counter()
         timeout = self.settings.reply.timeout_s
         try:
@@ -531,7 +533,7 @@ class VoiceSession:
     async def _speak(self, turn: Turn, text: str) -> None:
         started = time.perf_counter()
         synthesis = self._engines.tts.synthesize(text, voice=self._voice)
-        if self.guards:  # checked while it is synthesized: no added wait on the normal path
+        if self.guards and not turn.trusted:  # checked while synthesized: no added wait
             audio, decision = await asyncio.gather(synthesis, self._check_bot(text))
             if decision is not None:  # never spoken, never shown, not in the history
                 log.warning("turn %s: bot sentence blocked (%s)", turn.id,

@@ -90,6 +90,8 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
                     wait.cancel()
             await state.registry.close_all("server_shutdown")
             await state.hook_runner.wait_idle()
+            if state.guard is not None:
+                await state.guard.close()
 
     async def release(app: web.Application) -> None:
         while claims:

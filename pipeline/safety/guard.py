@@ -41,6 +41,10 @@ class TurnGuard(Protocol):
         """None: the sentence may be spoken."""
         ...
 
+    async def close(self) -> None:
+        """At shutdown (guards are shared by every call of an app)."""
+        ...
+
 
 class ModerationGuard:
     name = "moderation"
@@ -65,6 +69,9 @@ class ModerationGuard:
             return None
         verdict = await self.moderator.check(text, language)
         return GuardDecision(verdict.categories, "blocked") if verdict.flagged else None
+
+    async def close(self) -> None:
+        await self.moderator.close()
 
     def reply_for(self, categories: tuple[str, ...], language: str | None) -> str:
         lang = language if language in DEFAULT_REFUSALS else "en"

@@ -44,6 +44,8 @@ class Moderator(Protocol):
 
     async def check(self, text: str, language: str | None) -> Verdict: ...
 
+    async def close(self) -> None: ...
+
 
 def _compile(term: str) -> re.Pattern[str]:
     if len(term) > 2 and term.startswith("/") and term.endswith("/"):
@@ -90,6 +92,9 @@ class WordListModerator:
         return Verdict(bool(categories), categories, self.name,
                        elapsed_ms=(time.perf_counter() - started) * 1000)
 
+    async def close(self) -> None:
+        pass
+
 
 class ProfanityClassifier:
     """alt-profanity-check (extra 'safety'): English abuse; other scripts are skipped."""
@@ -124,6 +129,9 @@ class ProfanityClassifier:
         flagged = probability >= self.threshold
         return Verdict(flagged, ("harassment",) if flagged else (), self.name,
                        elapsed_ms=(time.perf_counter() - started) * 1000)
+
+    async def close(self) -> None:
+        pass
 
 
 class ModerationEndpoint:
@@ -220,3 +228,7 @@ class ModerationPipeline:
         return Verdict(bool(flagged), tuple(categories),
                        "+".join(v.checker for v in flagged), errors,
                        (time.perf_counter() - started) * 1000)
+
+    async def close(self) -> None:
+        for moderator in self.others:
+            await moderator.close()
