@@ -175,7 +175,7 @@ class VoiceSettings:
     # the others (DEFAULT_VOICES), or the first server voice when a speech server is set.
     by_language: dict[str, str] = field(default_factory=dict)
     espeak: bool = True  # offer the espeak-ng voices (offline; apt-get install espeak-ng)
-    espeak_words_per_minute: int = 165
+    espeak_words_per_minute: int = 145  # slower is clearer
     server_url: str | None = None  # an OpenAI-compatible base URL with /audio/speech
     server_model: str = "tts-1"
     server_api_key: str | None = None

@@ -33,7 +33,7 @@ class EspeakError(PipelineError):
 
 
 class EspeakSynthesizer:
-    def __init__(self, voices: dict[str, str] | None = None, *, words_per_minute: int = 165,
+    def __init__(self, voices: dict[str, str] | None = None, *, words_per_minute: int = 145,
                  timeout_s: float = 10.0, binary: str = "espeak-ng") -> None:
         path = shutil.which(binary)
         if path is None:
