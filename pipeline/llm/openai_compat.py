@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from .base import ChatMessage, LLMError
-from .tools import Tool, ToolRegistry
+from .tools import Tool, ToolRegistry, as_tool_data
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ class OpenAICompatibleModel:
             for c in ordered:
                 log.info("tool call %s(%s)", c["name"], c["arguments"][:200])
                 result = await registry.run(c["name"], c["arguments"])
-                convo.append({"role": "tool", "tool_call_id": c["id"], "content": result})
+                convo.append({"role": "tool", "tool_call_id": c["id"],
+                              "content": as_tool_data(result)})
 
     async def _events(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         url = f"{self.base_url}/chat/completions"
