@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..text import has_cjk
 from .wordlists import DEFAULT_WORD_LISTS
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class ModerationEndpoint:
         self.failures = 0
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp  # here, not at import: the pipeline stays free of HTTP code until used
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
         return self._session
