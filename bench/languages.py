@@ -230,7 +230,10 @@ async def bench_v2v(turns: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
     out: dict[str, Any] = {}
     try:
-        for language, options in (("zh", {"language": "zh"}), ("de", None)):
+        # An English call (tiny.en after its first, detected, turn) as the control, measured in
+        # the same run: the shared machine's load changes by the minute.
+        for language, options in (("zh", {"language": "zh"}), ("de", None),
+                                  ("en", {"language": "en"})):
             caller = SyntheticCaller(url, options=options)
             await caller.connect()
             v2v, metrics, texts = [], [], []
@@ -273,7 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=["all", "asr", "moderation", "v2v"], default="all")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--turns", type=int, default=3)  # per language
     args = parser.parse_args()
     results: dict[str, Any] = {"note": "espeak-ng speech is synthetic; shared 2-core machine"}
     if args.part in ("all", "asr"):

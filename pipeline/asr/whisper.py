@@ -24,6 +24,9 @@ WHISPER_MODELS = ("tiny.en", "base")
 # are short, so we encode a window just longer than the speech (at least 10 s) and fall back
 # to the full 30 s only when the short window's output looks like a hallucinated loop
 # (bench/asr compares the WER of both).
+# Whisper writes Mandarin in traditional or simplified characters at random; a "previous
+# text" in simplified characters steers it to simplified (bench/languages.py measures it).
+LANGUAGE_PROMPTS: dict[str, str] = {"zh": "以下是普通话的句子。"}
 FULL_WINDOW_FRAMES = 3000
 MIN_WINDOW_FRAMES = 1000
 WINDOW_MARGIN_FRAMES = 100
@@ -155,6 +158,9 @@ class FasterWhisperRecognizer:
             self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language
         )
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        hint = LANGUAGE_PROMPTS.get(language or "")
+        if hint and self.multilingual:  # a previous-text prompt steers the script
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + hint), *prompt]
         result = model.generate(
             encoded,
             [prompt],
