@@ -42,8 +42,9 @@ def language_instruction(language: str | None) -> str | None:
     if language is None or language == "en":
         return None
     english, native = LANGUAGE_NAMES.get(language, (language, language))
-    return (f"The caller speaks {english} ({native}). Always answer in {english} ({native}), "
-            "in that language's script, even when notes or documents are in another language.")
+    # Short, and appended to the system prompt (see VoiceSession._messages): every prompt
+    # token costs time on a small CPU model, and a fixed prefix stays in its prompt cache.
+    return f"Always answer in {english} ({native})."
 
 
 @dataclass

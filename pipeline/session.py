@@ -525,8 +525,8 @@ class VoiceSession:
         for block in extra:
             messages.append({"role": "system", "content": block})
         instruction = language_instruction(self.language)
-        if instruction is not None:
-            messages.append({"role": "system", "content": instruction})
+        if instruction is not None:  # part of the (cached) system prompt prefix of the call
+            messages[0] = {"role": "system", "content": f"{messages[0]['content']} {instruction}"}
         messages.append({"role": "user", "content": user_text})
         return messages
 
