@@ -487,7 +487,7 @@ class VoiceSession:
         """The context sources' notes for this turn; their timings and events join the turn."""
         if not self.context_sources:
             return []
-        request = TurnRequest(text=user_text, language=self._language, look=turn.look)
+        request = TurnRequest(text=user_text, language=self.language, look=turn.look)
         gathered = await gather_context(self.context_sources, request)
         turn.timings.update(gathered.timings)
         for event in gathered.events:
