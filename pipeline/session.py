@@ -31,7 +31,7 @@ from .llm.base import ChatMessage
 from .llm.tools import Tool
 from .safety.guard import GuardDecision, TurnGuard
 from .settings import TurnSettings
-from .text import SentenceChunker, join_tokens, speech_tokens
+from .text import SentenceChunker, join_tokens, needs_space, speech_tokens
 from .turn_policy import EndOfTurnPolicy, TranscriptRule
 from .vad import SegmentEvent, SpeechSegmenter, VoiceActivityDetector, WebRtcVad
 
@@ -523,7 +523,7 @@ class VoiceSession:
                 self._turn_event(turn, ev.SafetyFlagged(
                     source="bot", categories=decision.categories, action=decision.action))
                 return
-            separator = " " if turn.reply_text and not text[:1].isspace() else ""
+            separator = " " if needs_space(turn.reply_text, text) else ""
             turn.reply_text += separator + text
             self._turn_event(turn, ev.ResponseTextDelta(delta=separator + text, turn_id=turn.id))
         else:

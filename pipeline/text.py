@@ -121,6 +121,13 @@ def speech_tokens(text: str) -> list[str]:
                       r"\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+", text)
 
 
+def needs_space(before: str, after: str) -> bool:
+    """Whether two pieces of a reply are joined with a space (never around Chinese text)."""
+    if not before or not after or before[-1].isspace() or after[0].isspace():
+        return False
+    return not (has_cjk(before[-1]) or has_cjk(after[0]) or before[-1] in "。！？，、；：…」』）")
+
+
 def join_tokens(tokens: list[str]) -> str:
     """Inverse of `speech_tokens`: no spaces around Chinese characters."""
     out = ""

@@ -115,6 +115,8 @@ async def test_abusive_spoken_chinese_turn_is_refused_in_chinese() -> None:
         assert rec.all("transcript.final")[0]["text"] == "你这个傻逼，滚蛋"
         assert rec.all("safety.flagged")[0]["action"] == "refused"
         assert "".join(tts.texts) == DEFAULT_REFUSALS["zh"] and llm.requests == []
+        assert "".join(e["delta"] for e in rec.all("response.text.delta")) == DEFAULT_REFUSALS[
+            "zh"]  # Chinese sentences joined without spaces
         assert output.seconds > 0
     finally:
         await session.close()
