@@ -279,10 +279,8 @@ def _turn_detection(raw: Any, base: TurnSettings) -> dict[str, Any] | None:
                 raise SessionError(f"{param}.create_response",
                                    "create_response false is not supported yet: callbot "
                                    "answers each turn")
-        elif key == "idle_timeout_ms":
-            pass  # accepted, not acted on
         else:
-            raise SessionError(f"{param}.{key}", f"unknown field {key!r}")
+            continue  # idle_timeout_ms, model_version...: accepted, not acted on
         if kind == "server_vad" or key in ("create_response", "interrupt_response"):
             detection[key] = value
     return detection
