@@ -21,8 +21,10 @@ from openai import AsyncOpenAI
 
 from callbot.pipeline.text import word_error_rate
 from tests import speech
+from tests.realtime_llm import SECRET_WORD, TOOL_CONFIG, TOOL_OUTPUT, tool_engines, tool_llm_url
 
 pytestmark = pytest.mark.e2e
+__all__ = ["tool_engines", "tool_llm_url"]  # fixtures
 
 QUESTION = "How many legs does a spider have?"
 RATE = 24_000
@@ -162,3 +164,44 @@ async def test_text_turn_and_bad_events(connection: Any) -> None:
     deleted = await _events_until(conn, "conversation.item.deleted", seen)
     assert deleted["item_id"] == item_id
     assert json.dumps(seen)  # everything the client got is plain JSON
+
+
+async def test_function_call_round_trip(start_server: Any, tool_engines: Any) -> None:
+    """The LLM's tool call goes to the client; the reply continues with the client's output."""
+    server = await start_server(TOOL_CONFIG, app_engines=tool_engines)
+    client = _client(server)
+    seen: list[dict[str, Any]] = []
+    async with client.realtime.connect(model="callbot-tools") as conn:
+        await _events_until(conn, "session.created", seen)
+        await conn.session.update(session={
+            "type": "realtime", "output_modalities": ["text"],
+            "instructions": "You are a helpful assistant. Answer in one short sentence.",
+            "tools": [{"type": "function", "name": "get_secret_word",
+                       "description": "Get the secret word of the day.",
+                       "parameters": {"type": "object", "properties": {},
+                                      "additionalProperties": False}}],
+            "tool_choice": {"type": "function", "name": "get_secret_word"},
+        })
+        await _events_until(conn, "session.updated", seen)
+        await conn.conversation.item.create(item={
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "What is the secret word of the day?"}],
+        })
+        await conn.response.create()
+        first = await _events_until(conn, "response.done", seen, timeout_s=150)
+        call = first["response"]["output"][-1]
+        assert call["type"] == "function_call" and call["name"] == "get_secret_word", first
+        assert first["response"]["status"] == "completed"
+        args = next(e for e in seen if e["type"] == "response.function_call_arguments.done")
+        assert args["call_id"] == call["call_id"] and json.loads(args["arguments"]) == {}
+        assert ID.match(call["call_id"]) and ID.match(call["id"])
+
+        await conn.conversation.item.create(item={
+            "type": "function_call_output", "call_id": call["call_id"], "output": TOOL_OUTPUT})
+        await conn.response.create()
+        second = await _events_until(conn, "response.done", seen, timeout_s=150)
+        assert second["response"]["id"] != first["response"]["id"]
+        assert second["response"]["status"] == "completed"
+        text = second["response"]["output"][0]["content"][0]["text"]
+        assert SECRET_WORD in text.lower(), text
+    await client.close()

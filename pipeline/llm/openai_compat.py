@@ -53,9 +53,12 @@ class OpenAICompatibleModel:
         sent back, and the completion continued; only the final text is yielded."""
         registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
         convo: list[dict[str, Any]] = [dict(m) for m in messages]
+        forced = [t.name for t in registry if t.required]
         rounds = 0
         while True:
-            offer_tools = len(registry) > 0 and rounds < max_tool_rounds
+            # A forced first step is followed by a free answer, not by another forced call.
+            offer_tools = len(registry) > 0 and rounds < max_tool_rounds and not (
+                forced and rounds > 0)
             body: dict[str, Any] = {
                 "model": self.name,
                 "messages": convo,
@@ -65,6 +68,9 @@ class OpenAICompatibleModel:
             }
             if offer_tools:
                 body["tools"] = registry.specs()
+                if forced:
+                    body["tool_choice"] = "required" if len(forced) > 1 else {
+                        "type": "function", "function": {"name": forced[0]}}
             calls: dict[int, dict[str, Any]] = {}
             text = ""
             events = self._events(body)
@@ -82,11 +88,14 @@ class OpenAICompatibleModel:
                 return
             rounds += 1
             ordered = [calls[i] for i in sorted(calls)]
-            convo.append({"role": "assistant", "content": text or None, "tool_calls": [
+            call_message: dict[str, Any] = {"role": "assistant", "tool_calls": [
                 {"id": c["id"], "type": "function",
                  "function": {"name": c["name"], "arguments": c["arguments"]}}
                 for c in ordered
-            ]})
+            ]}
+            if text:  # no text: no content at all (some servers refuse a null content)
+                call_message["content"] = text
+            convo.append(call_message)
             for c in ordered:
                 log.info("tool call %s(%s)", c["name"], c["arguments"][:200])
                 result = await registry.run(c["name"], c["arguments"])

@@ -129,6 +129,8 @@ class RealtimeProtocol:
                                         config.max_output_tokens))
         s.set_tools([] if config.tool_choice == "none" else
                     [self._client_tool(t) for t in config.tools])
+        if config.tools and not s.tools:
+            log.warning("the LLM cannot call tools: the session's tools are not offered")
         if initial or config.input_rate != old.input_rate:
             self._converter = InputConverter(config.input_rate)
         if self.output is not None:
@@ -371,12 +373,14 @@ class RealtimeProtocol:
 
     def _client_tool(self, spec: dict[str, Any]) -> Tool:
         name = spec["name"]
+        choice = self.config.tool_choice
+        required = choice == "required" or (isinstance(choice, dict) and choice["name"] == name)
 
         async def call(**arguments: Any) -> str:
             return await self._call_client(name, json.dumps(arguments))
 
         return Tool(name, spec["description"], spec["parameters"], call,
-                    timeout_s=CLIENT_TOOL_TIMEOUT_S)
+                    timeout_s=CLIENT_TOOL_TIMEOUT_S, required=required)
 
     async def _call_client(self, name: str, arguments: str) -> str:
         """Hand one function call to the client; its `function_call_output` is the result."""

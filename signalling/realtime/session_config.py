@@ -46,7 +46,7 @@ class RealtimeSessionConfig:
     output_rate: int = 24_000
     turn_detection: dict[str, Any] | None = None  # None: push-to-talk
     tools: list[dict[str, Any]] = field(default_factory=list)
-    tool_choice: str = "auto"
+    tool_choice: str | dict[str, str] = "auto"  # or {"type": "function", "name": ...}
     max_output_tokens: int | str = "inf"
     model: str = "callbot"
 
@@ -67,7 +67,7 @@ class RealtimeSessionConfig:
             "output_modalities": list(self.output_modalities),
             "instructions": self.instructions,
             "tools": copy.deepcopy(self.tools),
-            "tool_choice": self.tool_choice,
+            "tool_choice": copy.deepcopy(self.tool_choice),
             "max_output_tokens": self.max_output_tokens,
             "tracing": None,
             "prompt": None,
@@ -174,10 +174,18 @@ def apply_update(config: RealtimeSessionConfig, update: Any, *, voices: tuple[st
         new.tools = _tools(update["tools"])
     choice = update.get("tool_choice")
     if choice is not None:
-        if choice not in ("auto", "none", "required"):
-            raise SessionError("session.tool_choice",
-                               "'tool_choice' must be \"auto\", \"none\" or \"required\"")
-        new.tool_choice = choice
+        if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(
+                choice.get("name"), str):
+            new.tool_choice = {"type": "function", "name": choice["name"]}
+        elif choice in ("auto", "none", "required"):
+            new.tool_choice = choice
+        else:
+            raise SessionError("session.tool_choice", "'tool_choice' must be \"auto\", "
+                               "\"none\", \"required\" or {\"type\": \"function\", \"name\"}")
+    if isinstance(new.tool_choice, dict) and new.tool_choice["name"] not in {
+            t["name"] for t in new.tools}:
+        raise SessionError("session.tool_choice", "'tool_choice' names a tool the session "
+                           "does not have")
     audio = update.get("audio")
     if audio is not None:
         if not isinstance(audio, dict):
