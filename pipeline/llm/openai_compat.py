@@ -130,8 +130,9 @@ def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) ->
     if delta.get("id"):
         call["id"] = delta["id"]
     function = delta.get("function") or {}
-    if function.get("name"):
-        call["name"] += function["name"]
+    name = function.get("name")
+    if name and name != call["name"]:  # llama.cpp's server repeats the whole name each delta
+        call["name"] += name
     if function.get("arguments"):
         call["arguments"] += function["arguments"]
 
