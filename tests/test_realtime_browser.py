@@ -23,12 +23,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from callbot.pipeline.engines import Engines
 from callbot.pipeline.text import word_error_rate
 from callbot.signalling.app import create_app
+from callbot.signalling.config import CallbotConfig
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
+from tests.realtime_llm import SECRET_WORD, TOOL_CONFIG, tool_engines, tool_llm_url
 
 pytestmark = pytest.mark.e2e
+__all__ = ["tool_engines", "tool_llm_url"]  # fixtures
 
 CHROMIUM = "/usr/bin/chromium"
 JS = Path(__file__).parent / "realtime_js"
@@ -52,9 +56,13 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-async def base_url(start_server: ServerFactory, bundle: bytes) -> str:
-    """callbot with the test app's two files added (same origin, as an embedding app would)."""
-    app = create_app(TEST_CONFIG)
+async def base_url(start_server: ServerFactory, engines: Engines, bundle: bytes) -> str:
+    return await start_server(app=_with_page(TEST_CONFIG, engines, bundle))
+
+
+def _with_page(config: CallbotConfig, engines: Engines, bundle: bytes
+                       ) -> web.Application:
+    app = create_app(config, engines=engines)
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(body=PAGE, content_type="text/html")
@@ -64,7 +72,7 @@ async def base_url(start_server: ServerFactory, bundle: bytes) -> str:
 
     app.router.add_get("/test-app/", page)
     app.router.add_get("/test-app/app.js", script)
-    return await start_server(app=app)
+    return app
 
 
 def _wav(tmp: Path, text: str | None, tail_s: float = 4.0) -> Path:
@@ -180,3 +188,24 @@ async def test_instructions_and_interruption(base_url: str, tmp_path: Path) -> N
         assert done[1]["response"]["status"] == "cancelled", done[1]
         await asyncio.sleep(0.3)  # what was in flight
         assert await _heard_energy(page, 1.0) < 0.0005, "the bot kept talking"
+
+
+async def test_client_tool_is_called_and_its_output_used(
+        start_server: ServerFactory, tool_engines: Engines, bundle: bytes,
+        tmp_path: Path) -> None:
+    base = await start_server(app=_with_page(TOOL_CONFIG, tool_engines, bundle))
+    wav = _wav(tmp_path, "What is the secret word of the day?", tail_s=8.0)
+    async with realtime_page(base, wav) as page:
+        await page.evaluate("window.startCall({instructions: 'You are a helpful assistant. "
+                            "Answer in one short sentence.', withTool: true})")
+        updated = await _wait(page, "session.updated")
+        assert updated[-1]["session"]["tools"][0]["name"] == "get_secret_word"
+        first = (await _wait(page, "response.done", timeout_s=150))[0]
+        assert first["response"]["output"][-1]["type"] == "function_call", first
+        assert await page.evaluate("window.rt.toolCalls") == ["get_secret_word"]
+        # the SDK ran the tool, sent its output and asked for the rest of the reply
+        second = (await _wait(page, "response.done", count=2, timeout_s=150))[1]
+        assert second["response"]["status"] == "completed", second
+        reply = second["response"]["output"][0]["content"][0]["transcript"]
+        assert SECRET_WORD in reply.lower(), reply
+        assert await _heard_energy(page, 0.5) >= 0  # still connected

@@ -78,7 +78,7 @@ class Client:
 
     async def wait(self, kind: str, count: int = 1, timeout: float = 10) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
-            while len(self.all(kind)) < count:
+            while len(self.all(kind)) < count:  # noqa: ASYNC110 (polls what the sink got)
                 await asyncio.sleep(0.005)
         return self.all(kind)[count - 1]
 
@@ -165,7 +165,8 @@ async def test_session_update_maps_onto_callbot_settings() -> None:
     send(protocol, type="session.update", session={
         "audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}})
     await client.wait("session.updated", 2)
-    assert session.settings.endpointing.statement_end_ms < TurnSettings().endpointing.statement_end_ms
+    default = TurnSettings().endpointing
+    assert session.settings.endpointing.statement_end_ms < default.statement_end_ms
     # a bad field: error naming it, nothing applied, the session goes on
     send(protocol, type="session.update", event_id="event_mine",
          session={"instructions": "x", "audio": {"output": {"voice": "nobody"}}})

@@ -17,30 +17,29 @@ async function clientSecret() {
   return (await resp.json()).value;
 }
 
-const orderStatus = tool({
-  name: 'get_order_status',
-  description: 'Look up the delivery status of a customer order by its order number.',
-  parameters: {
-    type: 'object',
-    properties: { order_number: { type: 'string', description: 'The order number' } },
-    required: ['order_number'],
-    additionalProperties: false,
-  },
+const secretWord = tool({
+  name: 'get_secret_word',
+  description: 'Get the secret word of the day.',
+  parameters: { type: 'object', properties: {}, required: [], additionalProperties: false },
   strict: true,
-  execute: async ({ order_number }) => {
-    rt.toolCalls.push(order_number);
-    return `Order ${order_number} was delivered on Tuesday to the front door.`;
+  execute: async () => {
+    rt.toolCalls.push('get_secret_word');
+    return 'The secret word of the day is pineapple.';
   },
 });
 
 window.startCall = async ({ instructions, withTool = false }) => {
   const agent = new RealtimeAgent({
-    name: 'Assistant', instructions, tools: withTool ? [orderStatus] : [],
+    name: 'Assistant', instructions, tools: withTool ? [secretWord] : [],
   });
   const transport = new OpenAIRealtimeWebRTC({
     baseUrl: `${location.origin}/v1/realtime/calls`, // the one line that points it at callbot
   });
-  const session = new RealtimeSession(agent, { transport, model: 'callbot' });
+  const session = new RealtimeSession(agent, {
+    transport, model: 'callbot',
+    // a small local model calls a tool when the session names it
+    config: withTool ? { toolChoice: { type: 'function', name: 'get_secret_word' } } : {},
+  });
   session.on('transport_event', (event) => rt.events.push(event));
   session.on('error', (e) => rt.errors.push(String(e?.error?.error?.message ?? e?.error?.message ?? e?.error ?? e)));
   rt.session = session;
