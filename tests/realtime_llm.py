@@ -25,7 +25,7 @@ TOOL_OUTPUT = f"The secret word of the day is {SECRET_WORD}."
 # Grammar-constrained sampling is slow on a loaded 2-core machine: allow a reply more time.
 TOOL_CONFIG: CallbotConfig = dataclasses.replace(
     TEST_CONFIG, turn=dataclasses.replace(
-        TEST_CONFIG.turn, reply=ReplySettings(timeout_s=120, max_tokens=40)))
+        TEST_CONFIG.turn, reply=ReplySettings(timeout_s=300, max_tokens=40)))
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,6 @@ def tool_llm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 async def tool_engines(engines: Engines, tool_llm_url: str) -> AsyncIterator[Engines]:
-    llm = OpenAICompatibleModel(tool_llm_url, "smollm2", timeout_s=120)
+    llm = OpenAICompatibleModel(tool_llm_url, "smollm2", timeout_s=300)
     yield Engines(asr=engines.asr, llm=llm, tts=engines.tts)
     await llm.close()

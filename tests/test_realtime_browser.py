@@ -200,11 +200,11 @@ async def test_client_tool_is_called_and_its_output_used(
                             "Answer in one short sentence.', withTool: true})")
         updated = await _wait(page, "session.updated")
         assert updated[-1]["session"]["tools"][0]["name"] == "get_secret_word"
-        first = (await _wait(page, "response.done", timeout_s=150))[0]
+        first = (await _wait(page, "response.done", timeout_s=300))[0]
         assert first["response"]["output"][-1]["type"] == "function_call", first
         assert await page.evaluate("window.rt.toolCalls") == ["get_secret_word"]
         # the SDK ran the tool, sent its output and asked for the rest of the reply
-        second = (await _wait(page, "response.done", count=2, timeout_s=150))[1]
+        second = (await _wait(page, "response.done", count=2, timeout_s=300))[1]
         assert second["response"]["status"] == "completed", second
         reply = second["response"]["output"][0]["content"][0]["transcript"]
         assert SECRET_WORD in reply.lower(), reply

@@ -188,7 +188,7 @@ async def test_function_call_round_trip(start_server: Any, tool_engines: Any) ->
             "content": [{"type": "input_text", "text": "What is the secret word of the day?"}],
         })
         await conn.response.create()
-        first = await _events_until(conn, "response.done", seen, timeout_s=150)
+        first = await _events_until(conn, "response.done", seen, timeout_s=300)
         call = first["response"]["output"][-1]
         assert call["type"] == "function_call" and call["name"] == "get_secret_word", first
         assert first["response"]["status"] == "completed"
@@ -199,7 +199,7 @@ async def test_function_call_round_trip(start_server: Any, tool_engines: Any) ->
         await conn.conversation.item.create(item={
             "type": "function_call_output", "call_id": call["call_id"], "output": TOOL_OUTPUT})
         await conn.response.create()
-        second = await _events_until(conn, "response.done", seen, timeout_s=150)
+        second = await _events_until(conn, "response.done", seen, timeout_s=300)
         assert second["response"]["id"] != first["response"]["id"]
         assert second["response"]["status"] == "completed"
         text = second["response"]["output"][0]["content"][0]["text"]
