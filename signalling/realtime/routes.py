@@ -145,7 +145,7 @@ async def _read_offer(request: web.Request, state: AppState) -> tuple[str, Any]:
             sdp = raw.decode()
         except UnicodeDecodeError:
             raise ApiError(400, "invalid_sdp", "the offer is not UTF-8 text") from None
-    elif request.content_type == "multipart/form-data":
+    elif request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.post()
         sdp_field, session_field = form.get("sdp"), form.get("session")
         if not isinstance(sdp_field, str):
