@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from callbot.pipeline import events as ev
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.session import VoiceSession
 
@@ -296,9 +297,13 @@ async def _serve_socket(ws: web.WebSocketResponse, state: AppState, engines: Eng
 
     holder: list[RealtimeProtocol] = []
     output = StreamingOutput(lambda pcm: holder[0].send_audio(pcm), config.output_rate)
-    session = VoiceSession(engines, output=output, emit=lambda e: holder[0].on_event(e),
-                           settings=state.config.turn, system_prompt=config.instructions,
-                           voice=config.voice)
+    def emit(event: ev.Event) -> None:
+        if isinstance(event, ev.TurnMetrics):
+            state.metrics.turn(event.fields())  # the same per-stage latency histograms
+        holder[0].on_event(event)
+
+    session = VoiceSession(engines, output=output, emit=emit, settings=state.config.turn,
+                           system_prompt=config.instructions, voice=config.voice)
     protocol = RealtimeProtocol(
         session, send, config=config, base_settings=state.config.turn,
         voices=tuple(engines.tts.voices), transcription_model=_transcription_model(state),
