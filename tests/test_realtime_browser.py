@@ -27,6 +27,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.text import word_error_rate
 from callbot.signalling.app import create_app
 from callbot.signalling.config import CallbotConfig
+from callbot.signalling.state import STATE
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.realtime_llm import SECRET_WORD, TOOL_CONFIG, tool_engines, tool_llm_url
@@ -38,6 +39,7 @@ CHROMIUM = "/usr/bin/chromium"
 JS = Path(__file__).parent / "realtime_js"
 QUESTION = "How many legs does a spider have?"
 ID = re.compile(r"^(event|item|resp|sess|conv|call)_[0-9a-f]{20}$")
+APPS: list[web.Application] = []  # the default server's app, to look at its calls
 PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Realtime app</title></head>
 <body><script type="module" src="/test-app/app.js"></script></body></html>"""
 
@@ -57,7 +59,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 @pytest.fixture(scope="module")
 async def base_url(start_server: ServerFactory, engines: Engines, bundle: bytes) -> str:
-    return await start_server(app=_with_page(TEST_CONFIG, engines, bundle))
+    app = _with_page(TEST_CONFIG, engines, bundle)
+    APPS.append(app)
+    return await start_server(app=app)
 
 
 def _with_page(config: CallbotConfig, engines: Engines, bundle: bytes
@@ -181,13 +185,18 @@ async def test_instructions_and_interruption(base_url: str, tmp_path: Path) -> N
         # Interrupting: the SDK cancels the response and clears the output audio.
         await page.evaluate("window.say('Tell me a long story about a dragon and a knight.')")
         await _wait(page, "output_audio_buffer.started", count=2)
-        await asyncio.sleep(0.5)
+        talking = await _heard_energy(page, 0.5)
         await page.evaluate("window.interrupt()")
         await _wait(page, "output_audio_buffer.cleared")
         done = await _wait(page, "response.done", count=2)
         assert done[1]["response"]["status"] == "cancelled", done[1]
-        await asyncio.sleep(0.3)  # what was in flight
-        assert await _heard_energy(page, 1.0) < 0.0005, "the bot kept talking"
+        # the server dropped what was queued...
+        call = max(APPS[0][STATE].registry.all(), key=lambda c: c.created_wall)
+        assert call.output.pending_seconds() == 0
+        # ...and the browser hears silence once its jitter buffer has played out
+        await asyncio.sleep(1.5)
+        after = await _heard_energy(page, 1.0)
+        assert after < 0.1 * talking, (talking, after)
 
 
 async def test_client_tool_is_called_and_its_output_used(
