@@ -126,6 +126,15 @@ class TurnMetrics(Event):
 
 
 @dataclass(frozen=True)
+class VisionUsed(Event):
+    """The turn looked at the caller's camera picture: which engine, and how long it took."""
+
+    type: ClassVar[str] = "vision.used"
+    engine: str
+    ms: float
+
+
+@dataclass(frozen=True)
 class Error(Event):
     """Something failed or a client message was refused; the call goes on unless it ends."""
 
@@ -136,7 +145,8 @@ class Error(Event):
 
 SERVER_EVENTS: tuple[type[Event], ...] = (
     SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, ResponseTextDelta,
-    ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, Error,
+    ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, VisionUsed,
+    Error,
 )
 
 
@@ -149,6 +159,7 @@ class InputText:
 
     type: ClassVar[str] = "input.text"
     text: str
+    look: bool = False  # true: answer about the camera picture (vision is used for this turn)
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,9 @@
       case "metrics":
         onMetrics(ev);
         break;
+      case "vision.used":
+        if (window.callbotVideo) window.callbotVideo.onVisionUsed(ev);
+        break;
       case "error":
         showError(`Server error: ${ev.message} (${ev.code})`);
         break;

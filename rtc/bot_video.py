@@ -1,0 +1,170 @@
+"""The bot's own video: its state and live captions (what it says, what it heard), drawn on
+the server with Pillow, no model.
+
+Sent only to callers who send video. Frames are drawn only when something changed, at most
+`fps` a second; while nothing changes, the same encoded picture is re-sent at a keep-alive
+rate (one a second) so the caller's decoder and stats stay alive but nothing new is encoded
+at the full rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from callbot.pipeline import events as ev
+
+VIDEO_CLOCK = 90_000
+_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+KEEPALIVE_S = 1.0
+FONT_FILES = (  # CJK-capable first (captions may be Chinese), then Latin-only
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+)
+STATE_COLOURS = {  # background, accent
+    "idle": ((24, 26, 32), (140, 140, 150)),
+    "listening": ((18, 32, 52), (90, 170, 255)),
+    "thinking": ((48, 38, 14), (250, 190, 60)),
+    "speaking": ((14, 44, 30), (80, 220, 140)),
+}
+STATE_LABELS = {"idle": "Idle", "listening": "Listening", "thinking": "Thinking…",
+                "speaking": "Speaking"}
+MAX_CAPTION_CHARS = 400
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    for path in FONT_FILES:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    return ImageFont.load_default(size)
+
+
+class CaptionBoard:
+    """What the bot's video shows; `version` changes whenever the picture would."""
+
+    def __init__(self, width: int = 512, height: int = 288) -> None:
+        self.width = width
+        self.height = height
+        self.state = "idle"
+        self.heard = ""  # the caller's words (partial, then final)
+        self.said = ""  # the bot's current reply
+        self.version = 0
+        self.changed = asyncio.Event()
+        self._said_turn: int | None = None
+        self._fonts: tuple[Any, Any] | None = None
+
+    def _touch(self) -> None:
+        self.version += 1
+        self.changed.set()
+
+    def on_event(self, event: ev.Event) -> None:
+        """Follow the call's own events (the same ones the caller gets)."""
+        if isinstance(event, ev.BotState):
+            if event.state != self.state:
+                self.state = event.state
+                self._touch()
+        elif isinstance(event, ev.TranscriptPartial | ev.TranscriptFinal):
+            if event.text != self.heard:
+                self.heard = event.text[-MAX_CAPTION_CHARS:]
+                self._touch()
+        elif isinstance(event, ev.ResponseTextDelta):
+            if event.turn_id != self._said_turn:
+                self._said_turn, self.said = event.turn_id, ""
+            self.said = (self.said + event.delta)[-MAX_CAPTION_CHARS:]
+            self._touch()
+        elif isinstance(event, ev.ResponseInterrupted):
+            self.said = event.spoken_text + " …" if event.spoken_text else ""
+            self._touch()
+
+    def render(self) -> np.ndarray:
+        """The picture now, HxWx3 uint8 RGB (Pillow, ~1-3 ms at 512x288)."""
+        from PIL import Image, ImageDraw
+
+        if self._fonts is None:
+            self._fonts = (_font(self.height // 9), _font(self.height // 16))
+        big, small = self._fonts
+        background, accent = STATE_COLOURS.get(self.state, STATE_COLOURS["idle"])
+        img = Image.new("RGB", (self.width, self.height), background)
+        draw = ImageDraw.Draw(img)
+        pad = self.width // 32
+        r = self.height // 18
+        draw.ellipse((pad, pad + r // 2, pad + 2 * r, pad + r // 2 + 2 * r), fill=accent)
+        draw.text((pad + 3 * r, pad), STATE_LABELS.get(self.state, self.state), font=big,
+                  fill=accent)
+        line_h = self.height // 13
+        chars = max(10, int(self.width / (self.height / 16 * 0.55)) - 4)
+        y = pad + 3 * r
+        for label, text, colour, rows in (("You", self.heard, (200, 200, 210), 2),
+                                          ("Bot", self.said, (255, 255, 255), 5)):
+            if not text:
+                continue
+            lines = textwrap.wrap(f"{label}: {text}", chars)[-rows:]
+            for line in lines:
+                draw.text((pad, y), line, font=small, fill=colour)
+                y += line_h
+            y += line_h // 2
+        return np.asarray(img)
+
+
+class BotVideoTrack(MediaStreamTrack):
+    """Outgoing video of the bot: redrawn on change (≤ `fps`), else a keep-alive repeat."""
+
+    kind = "video"
+
+    def __init__(self, board: CaptionBoard | None = None, *, fps: float = 10.0,
+                 keepalive_s: float = KEEPALIVE_S) -> None:
+        super().__init__()
+        self.board = board or CaptionBoard()
+        self._interval = 1.0 / fps
+        self._keepalive_s = keepalive_s
+        self._frame: VideoFrame | None = None
+        self._drawn_version = -1
+        self._start: float | None = None
+        self._last_sent = 0.0
+        self.frames_sent = 0
+        self.frames_drawn = 0
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        board = self.board
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            # No faster than fps; then wait for a change, or re-send at the keep-alive rate.
+            earliest = self._last_sent + self._interval
+            if earliest > now:
+                await asyncio.sleep(earliest - now)
+            if board.version == self._drawn_version:
+                board.changed.clear()
+                wait = self._last_sent + self._keepalive_s - time.monotonic()
+                if wait > 0:
+                    try:
+                        await asyncio.wait_for(board.changed.wait(), wait)
+                    except TimeoutError:
+                        pass
+            if self.readyState != "live":
+                raise MediaStreamError
+        if board.version != self._drawn_version or self._frame is None:
+            self._drawn_version = board.version
+            self._frame = VideoFrame.from_ndarray(board.render(), format="rgb24")
+            self.frames_drawn += 1
+        self._last_sent = time.monotonic()
+        frame = self._frame
+        frame.pts = int((self._last_sent - self._start) * VIDEO_CLOCK)
+        frame.time_base = _TIME_BASE
+        self.frames_sent += 1
+        return frame
