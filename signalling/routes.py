@@ -179,7 +179,7 @@ def _demo_file(name: str) -> bytes:
     return (resources.files("callbot.web_demo") / name).read_bytes()
 
 
-_DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+_DEMO_TYPES = {"app.js": "text/javascript", "video.js": "text/javascript", "style.css": "text/css"}
 
 
 @routes.get("/")

@@ -43,7 +43,8 @@ def reply_of(caller: SyntheticCaller, turn_id: int) -> str:
 
 
 def sign_words_in(text: str) -> set[str]:
-    return {w for w in SIGN_WORDS if re.search(rf"\b{w}\b", text, re.IGNORECASE)}
+    # OCR may drop the space between the words ("FRESHCOFFEE"): match them inside words.
+    return {w for w in SIGN_WORDS if re.search(w, text, re.IGNORECASE)}
 
 
 async def wait_reply(caller: SyntheticCaller, after: int) -> tuple[dict, dict, str]:
