@@ -78,7 +78,7 @@ class VisionSettings:
     history_s: float = 6.0  # recent frames kept for "what did I just hold up?"
     stale_s: float = 2.0  # no new frame for this long: the camera is treated as stopped
     bot_video: bool = True  # send the bot's caption/state video to callers who send video
-    bot_video_fps: float = 10.0
+    bot_video_fps: float = 5.0  # at most this many new frames a second (captions change)
 
     def __post_init__(self) -> None:
         if self.engine not in VISION_ENGINES:
