@@ -115,8 +115,9 @@ def run_callers(bot_video: bool, steps: list[int], seconds: float) -> list[dict[
         os.environ.pop("CALLBOT_VISION_ENGINE", None)
 
 
-def worst_case_tracks(n: int, seconds: float, fps: float) -> dict[str, Any]:
-    """N tracks, captions changing before every frame, at the track's fps cap."""
+def worst_case_tracks(n: int, seconds: float, fps: float, change: bool = True
+                      ) -> dict[str, Any]:
+    """N tracks, captions changing before every frame (or never: keep-alive only)."""
     from aiortc.codecs.vpx import Vp8Encoder
 
     from callbot.rtc.bot_video import BotVideoTrack
@@ -124,7 +125,8 @@ def worst_case_tracks(n: int, seconds: float, fps: float) -> dict[str, Any]:
     async def one(track: BotVideoTrack, encoder: Vp8Encoder, stop: float) -> int:
         i = 0
         while time.monotonic() < stop:
-            track.board.on_event(ev.ResponseTextDelta(delta=f" word{i}", turn_id=1))
+            if change:
+                track.board.on_event(ev.ResponseTextDelta(delta=f" word{i}", turn_id=1))
             frame = await track.recv()
             encoder.encode(frame)
             i += 1
@@ -146,8 +148,8 @@ def worst_case_tracks(n: int, seconds: float, fps: float) -> dict[str, Any]:
 
     frames, before, after = asyncio.run(run())
     cpu = cpu_percent(before, after)
-    return {"tracks": n, "fps_cap": fps, "fps_per_track": frames / n / seconds, "cpu_pct": cpu,
-            "cpu_pct_per_track": cpu / n}
+    return {"tracks": n, "fps_cap": fps, "changing": change,
+            "fps_per_track": frames / n / seconds, "cpu_pct": cpu, "cpu_pct_per_track": cpu / n}
 
 
 def main() -> None:
@@ -157,12 +159,14 @@ def main() -> None:
     parser.add_argument("--calls", default="1,4,8")
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--only-tracks", action="store_true",
+                        help="only the in-process track figures (idle and worst case)")
     args = parser.parse_args()
     restrict_host_addresses(["127.0.0.1"])  # the callers offer loopback candidates only
     steps = [int(s) for s in args.calls.split(",")]
     result: dict[str, Any] = {}
 
-    if not args.skip_latency:
+    if not (args.skip_latency or args.only_tracks):
         with ServerProcess() as server:  # the default: offline vision
             rows = asyncio.run(vision_latency(server.url, args.turns))
         result["latency"] = rows
@@ -175,6 +179,22 @@ def main() -> None:
         print(f"added latency to first audio (p50): {added:.0f} ms")
         result["added_first_audio_ms_p50"] = added
 
+    worst = [worst_case_tracks(n, args.seconds / 2, fps) for fps in (5.0, 10.0) for n in steps]
+    result["worst_case"] = worst
+    print("\nBot video worst case in process (captions change before every frame):")
+    print(table(["fps cap", "tracks", "fps/track", "CPU %", "CPU %/track"],
+                [[w["fps_cap"], w["tracks"], w["fps_per_track"], w["cpu_pct"],
+                  w["cpu_pct_per_track"]] for w in worst]))
+    idle = [worst_case_tracks(n, args.seconds, 5.0, change=False) for n in steps]
+    result["idle_in_process"] = idle
+    print("\nBot video idle in process (nothing changes: keep-alive repeats only):")
+    print(table(["tracks", "fps/track", "CPU %", "CPU %/track"],
+                [[w["tracks"], w["fps_per_track"], w["cpu_pct"], w["cpu_pct_per_track"]]
+                 for w in idle]))
+    if args.only_tracks:
+        save("vision-tracks", result)
+        return
+
     on = run_callers(True, steps, args.seconds)
     off = run_callers(False, steps, args.seconds)
     rows_b = []
@@ -186,12 +206,6 @@ def main() -> None:
     print("\nBot video, idle calls (callers send a 160x120 camera picture), server CPU %:")
     print(table(["calls", "video off", "video on", "per call", "bot fps/call"], rows_b))
 
-    worst = [worst_case_tracks(n, args.seconds / 2, fps) for fps in (5.0, 10.0) for n in steps]
-    result["worst_case"] = worst
-    print("\nBot video worst case in process (captions change before every frame):")
-    print(table(["fps cap", "tracks", "fps/track", "CPU %", "CPU %/track"],
-                [[w["fps_cap"], w["tracks"], w["fps_per_track"], w["cpu_pct"],
-                  w["cpu_pct_per_track"]] for w in worst]))
     save("vision", result)
 
 
