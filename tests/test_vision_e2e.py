@@ -16,10 +16,15 @@ import re
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 
 from callbot.loadtest.caller import SyntheticCaller
+from callbot.pipeline.engines import Engines
 from callbot.pipeline.vision import VisionSettings
+from callbot.pipeline.vision.source import NO_VIDEO, NOTHING_USABLE
+from callbot.signalling.app import create_app
 from callbot.signalling.config import Limits
+from callbot.signalling.state import STATE
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak
@@ -33,8 +38,21 @@ VISION_CONFIG = TEST_CONFIG.replace(vision=VisionSettings(engine="offline"),
 
 
 @pytest.fixture(scope="module")
-async def vision_server(start_server: ServerFactory) -> str:
-    return await start_server(VISION_CONFIG)
+async def vision_app(engines: Engines) -> web.Application:
+    return create_app(VISION_CONFIG, engines=engines)
+
+
+@pytest.fixture(scope="module")
+async def vision_server(start_server: ServerFactory, vision_app: web.Application) -> str:
+    return await start_server(app=vision_app)
+
+
+def last_note(app: web.Application, caller: SyntheticCaller) -> str:
+    """What the caller's last vision turn put into the LLM's prompt (server side)."""
+    assert caller.call_id is not None
+    call = app[STATE].registry.get(caller.call_id)
+    assert call is not None and call.vision is not None
+    return call.vision.last_note or ""
 
 
 def reply_of(caller: SyntheticCaller, turn_id: int) -> str:
@@ -59,7 +77,8 @@ async def test_healthz_reports_vision_and_bot_video(vision_server: str) -> None:
     assert body["vision"] == "offline-ocr" and body["bot_video"] is True
 
 
-async def test_typed_and_spoken_questions_about_a_sign(vision_server: str) -> None:
+async def test_typed_and_spoken_questions_about_a_sign(vision_server: str,
+                                                      vision_app: web.Application) -> None:
     caller = SyntheticCaller(vision_server, video_image=sign(["FRESH COFFEE"]))
     try:
         await caller.connect()
@@ -70,6 +89,7 @@ async def test_typed_and_spoken_questions_about_a_sign(vision_server: str) -> No
         used, metrics, typed_reply = await wait_reply(caller, start)
         assert used["engine"] == "offline-ocr" and used["ms"] > 0
         assert metrics["vision_ms"] > 0
+        assert 'I can read: "FRESH' in last_note(vision_app, caller)
         assert sign_words_in(typed_reply), typed_reply
 
         # A turn not about the picture does not look.
@@ -100,20 +120,24 @@ async def test_typed_and_spoken_questions_about_a_sign(vision_server: str) -> No
         await caller.hangup()
 
 
-async def test_black_camera_is_reported_plainly(vision_server: str) -> None:
+async def test_black_camera_is_reported_plainly(vision_server: str,
+                                                vision_app: web.Application) -> None:
     caller = SyntheticCaller(vision_server, video_image=np.zeros((480, 640, 3), np.uint8))
     try:
         await caller.connect()
         await asyncio.sleep(1.0)
         start = len(caller.events)
         caller.send({"type": "input.text", "text": "Can you read this?", "look": True})
-        used, metrics, _ = await wait_reply(caller, start)
+        used, metrics, reply = await wait_reply(caller, start)
         assert metrics["vision_ms"] >= 0 and used["engine"] == "offline-ocr"
+        assert last_note(vision_app, caller) == NOTHING_USABLE  # no invented reading
+        assert reply.strip()  # and the call goes on: the bot answered
     finally:
         await caller.hangup()
 
 
-async def test_callers_without_video_get_no_bot_video(vision_server: str) -> None:
+async def test_callers_without_video_get_no_bot_video(vision_server: str,
+                                                      vision_app: web.Application) -> None:
     caller = SyntheticCaller(vision_server)
     try:
         await caller.connect()
@@ -121,7 +145,8 @@ async def test_callers_without_video_get_no_bot_video(vision_server: str) -> Non
         assert kinds == ["audio"]
         start = len(caller.events)
         caller.send({"type": "input.text", "text": "Can you see me?"})
-        used, metrics, reply = await wait_reply(caller, start)
+        await wait_reply(caller, start)
+        assert last_note(vision_app, caller) == NO_VIDEO
         assert caller.bot_frames_received == 0
     finally:
         await caller.hangup()

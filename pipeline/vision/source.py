@@ -32,6 +32,7 @@ class VisionSource:
         self._frames = frames
         self._stale_s = stale_s
         self.looks = 0  # turns that used the picture (for tests and metrics)
+        self.last_note: str | None = None  # what the latest such turn put into the prompt
 
     async def context_for(self, request: TurnRequest) -> TurnContext | None:
         if not (request.look or needs_picture(request.text, request.language)):
@@ -61,6 +62,7 @@ class VisionSource:
         return self._result(note, started)
 
     def _result(self, note: str, started: float) -> TurnContext:
+        self.last_note = note
         ms = round((time.perf_counter() - started) * 1000, 1)
         return TurnContext(notes=note, timings={"vision_ms": ms},
                            events=[VisionUsed(engine=self.engine.name, ms=ms)])
