@@ -121,12 +121,13 @@ def worst_case_tracks(n: int, seconds: float, fps: float, change: bool = True
     from aiortc.codecs.vpx import Vp8Encoder
 
     from callbot.rtc.bot_video import BotVideoTrack
+    from callbot.signalling.sight import show_event
 
     async def one(track: BotVideoTrack, encoder: Vp8Encoder, stop: float) -> int:
         i = 0
         while time.monotonic() < stop:
             if change:
-                track.board.on_event(ev.ResponseTextDelta(delta=f" word{i}", turn_id=1))
+                show_event(track.board, ev.ResponseTextDelta(delta=f" word{i}", turn_id=1))
             frame = await track.recv()
             encoder.encode(frame)
             i += 1
@@ -136,7 +137,7 @@ def worst_case_tracks(n: int, seconds: float, fps: float, change: bool = True
         tracks = [BotVideoTrack(fps=fps) for _ in range(n)]
         encoders = [Vp8Encoder() for _ in range(n)]
         for t in tracks:
-            t.board.on_event(ev.BotState(state="speaking"))
+            show_event(t.board, ev.BotState(state="speaking"))
         before = proc_stats(os.getpid())
         stop = time.monotonic() + seconds
         counts = await asyncio.gather(*(one(t, e, stop) for t, e in zip(tracks, encoders,

@@ -21,8 +21,6 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from callbot.pipeline import events as ev
-
 VIDEO_CLOCK = 90_000
 _TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 KEEPALIVE_S = 1.0
@@ -70,23 +68,27 @@ class CaptionBoard:
         self.version += 1
         self.changed.set()
 
-    def on_event(self, event: ev.Event) -> None:
-        """Follow the call's own events (the same ones the caller gets)."""
-        if isinstance(event, ev.BotState):
-            if event.state != self.state:
-                self.state = event.state
-                self._touch()
-        elif isinstance(event, ev.TranscriptPartial | ev.TranscriptFinal):
-            if event.text != self.heard:
-                self.heard = event.text[-MAX_CAPTION_CHARS:]
-                self._touch()
-        elif isinstance(event, ev.ResponseTextDelta):
-            if event.turn_id != self._said_turn:
-                self._said_turn, self.said = event.turn_id, ""
-            self.said = (self.said + event.delta)[-MAX_CAPTION_CHARS:]
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
             self._touch()
-        elif isinstance(event, ev.ResponseInterrupted):
-            self.said = event.spoken_text + " …" if event.spoken_text else ""
+
+    def set_heard(self, text: str) -> None:
+        """The caller's words so far (a partial, then the final transcript)."""
+        if text != self.heard:
+            self.heard = text[-MAX_CAPTION_CHARS:]
+            self._touch()
+
+    def add_said(self, turn_id: int, delta: str) -> None:
+        """A piece of the bot's reply; a new turn starts a new caption."""
+        if turn_id != self._said_turn:
+            self._said_turn, self.said = turn_id, ""
+        self.said = (self.said + delta)[-MAX_CAPTION_CHARS:]
+        self._touch()
+
+    def set_said(self, text: str) -> None:
+        if text != self.said:
+            self.said = text[-MAX_CAPTION_CHARS:]
             self._touch()
 
     def render(self) -> np.ndarray:

@@ -15,9 +15,6 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
-from callbot.pipeline.vision.base import CameraFrame
-from callbot.pipeline.vision.frames import fit_within
-
 from .resample import Rechunker, frame_to_mono, mono_resampler, resample_pcm
 
 log = logging.getLogger(__name__)
@@ -169,30 +166,31 @@ class LatestVideoFrame:
         self.frame = None
         self.history.clear()
 
-    def camera_frames(self, now: float | None = None) -> tuple[CameraFrame, ...] | None:
-        """The vision stage's view (`pipeline.vision.FrameSource`): newest first; None when
-        the caller sends no video."""
-        if not self.started:
-            return None
+    def recent(self, now: float | None = None) -> list[tuple[float, VideoFrame]]:
+        """(age in seconds, frame), newest first: the latest frame, then the kept history."""
         now = time.monotonic() if now is None else now
-        out: list[CameraFrame] = []
+        out: list[tuple[float, VideoFrame]] = []
         if self.frame is not None and self.received_at is not None:
-            out.append(_camera_frame(self.frame, now - self.received_at))
+            out.append((now - self.received_at, self.frame))
         for at, frame in reversed(self.history):
             if frame is not self.frame and now - at <= self._history_s:
-                out.append(_camera_frame(frame, now - at))
-        return tuple(out)
+                out.append((now - at, frame))
+        return out
 
 
-def _camera_frame(frame: VideoFrame, age_s: float) -> CameraFrame:
-    def to_rgb(max_side: int) -> np.ndarray:
-        # libswscale converts and downscales in one pass (a 4K frame costs a few ms here).
-        width, height = fit_within(frame.width, frame.height, max_side)
-        image: np.ndarray = frame.reformat(width=width, height=height,
-                                           format="rgb24").to_ndarray()
-        return image
+def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size that keeps the aspect ratio with neither side above `max_side` (even sizes,
+    never upscaled, at least 2x2)."""
+    scale = min(1.0, max_side / max(width, height, 1))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
-    return CameraFrame(width=frame.width, height=frame.height, age_s=age_s, to_rgb=to_rgb)
+
+def frame_to_rgb(frame: VideoFrame, max_side: int) -> np.ndarray:
+    """HxWx3 uint8 RGB, downscaled so neither side exceeds `max_side`. libswscale converts and
+    scales in one pass (a 4K frame costs a few ms). Blocking: call it off the event loop."""
+    width, height = fit_within(frame.width, frame.height, max_side)
+    image: np.ndarray = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    return image
 
 
 async def drain_video(track: MediaStreamTrack, latest: LatestVideoFrame) -> None:

@@ -8,6 +8,7 @@ inside this call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ from callbot.rtc.peer import (
 from callbot.rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
 
 from .config import CallbotConfig
+from .sight import camera_frames, show_event
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,8 @@ class Call:
         vision_settings = config.vision
         self.video = LatestVideoFrame(history_s=vision_settings.history_s)
         self.vision = None if vision is None else VisionSource(
-            vision, self.video.camera_frames, timeout_s=vision_settings.timeout_s,
-            stale_s=vision_settings.stale_s)
+            vision, functools.partial(camera_frames, self.video),
+            timeout_s=vision_settings.timeout_s, stale_s=vision_settings.stale_s)
         self.bot_video: BotVideoTrack | None = None  # added if the caller offers video
         self.session = VoiceSession(
             engines,
@@ -221,7 +223,7 @@ class Call:
 
     def send_event(self, event: ev.Event) -> None:
         if self.bot_video is not None:
-            self.bot_video.board.on_event(event)
+            show_event(self.bot_video.board, event)
         if self._on_event is not None:
             self._on_event(self, event)
         for listener in list(self.listeners):

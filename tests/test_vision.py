@@ -34,6 +34,7 @@ from callbot.pipeline.vision.openai_vision import OpenAIVision
 from callbot.pipeline.vision.source import NO_VIDEO, NOTHING_USABLE
 from callbot.rtc.bot_video import BotVideoTrack, CaptionBoard
 from callbot.rtc.tracks import LatestVideoFrame
+from callbot.signalling.sight import camera_frames, show_event
 from tests.vision_frames import CJK_FONT, face_photo, scenery, sign
 
 
@@ -211,16 +212,16 @@ def test_huge_odd_and_many_frames_stay_bounded() -> None:
     for i in range(600):  # 10 s of 60 fps 4K
         latest.put(uhd, now + i / 60)
     assert latest.frames_received == 600 and len(latest.history) <= 6
-    frames = latest.camera_frames(now=now + 10)
+    frames = camera_frames(latest, now=now + 10)
     assert frames is not None and 1 <= len(frames) <= 7
     image = frames[0].to_rgb(960)
     assert image.shape == (540, 960, 3)
     odd = VideoFrame.from_ndarray(np.full((479, 641, 3), 128, np.uint8), format="rgb24")
     latest.put(odd, now + 11)
-    frames = latest.camera_frames(now=now + 11)
+    frames = camera_frames(latest, now=now + 11)
     assert frames is not None and frames[0].to_rgb(960).shape[:2] == fit_within(641, 479, 960)[::-1]
     assert is_blank(frames[0].to_rgb(320))
-    assert LatestVideoFrame().camera_frames() is None  # no video track at all
+    assert camera_frames(LatestVideoFrame()) is None  # no video track at all
 
 
 # ---- the OpenAI-compatible vision endpoint ------------------------------------------------------
@@ -281,9 +282,9 @@ async def test_openai_compatible_request_shape(
 def test_caption_board_shows_state_and_captions() -> None:
     board = CaptionBoard()
     idle = board.render()
-    board.on_event(ev.BotState(state="speaking"))
-    board.on_event(ev.TranscriptFinal(text="what does the sign say", turn_id=1))
-    board.on_event(ev.ResponseTextDelta(delta="It says EXIT.", turn_id=1))
+    show_event(board, ev.BotState(state="speaking"))
+    show_event(board, ev.TranscriptFinal(text="what does the sign say", turn_id=1))
+    show_event(board, ev.ResponseTextDelta(delta="It says EXIT.", turn_id=1))
     speaking = board.render()
     assert idle.shape == speaking.shape == (288, 512, 3)
     assert float(np.abs(idle.astype(int) - speaking.astype(int)).mean()) > 5
@@ -299,12 +300,12 @@ async def test_bot_video_sends_nothing_new_when_nothing_changes() -> None:
         assert track.frames_drawn == 1  # drawn once
         assert track.frames_sent <= 5  # then only keep-alive repeats (about 2 a second)
         sent = track.frames_sent
-        track.board.on_event(ev.BotState(state="thinking"))
+        show_event(track.board, ev.BotState(state="thinking"))
         frame = await asyncio.wait_for(track.recv(), 0.5)  # a change goes out at once
         assert track.frames_drawn == 2 and track.frames_sent == sent + 1
         assert frame.width == 512
         for i in range(30):  # a burst of changes: coalesced to at most fps frames a second
-            track.board.on_event(ev.ResponseTextDelta(delta=f" word{i}", turn_id=2))
+            show_event(track.board, ev.ResponseTextDelta(delta=f" word{i}", turn_id=2))
         started = time.monotonic()
         while time.monotonic() - started < 1.0:
             await track.recv()
