@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from . import events as ev
+from .asr.prompt import asr_prompt
 from .augment import ContextSource, TurnContext, TurnRequest
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
@@ -30,7 +31,7 @@ from .llm.base import ChatMessage
 from .llm.tools import Tool
 from .settings import TurnSettings
 from .text import SentenceChunker
-from .turn_policy import EndOfTurnPolicy, TranscriptRule
+from .turn_policy import EndOfTurnPolicy, default_policy
 from .vad import SegmentEvent, SpeechSegmenter, VoiceActivityDetector, WebRtcVad
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class VoiceSession:
         self._emit = emit
         self._voice = voice
         self._language = language
-        self.policy = policy or TranscriptRule(endpointing)
+        self.policy = policy or default_policy(endpointing, engines.turn_model)
         self._segmenter = SpeechSegmenter(
             vad or WebRtcVad(endpointing.vad_aggressiveness), endpointing.segmenter
         )
@@ -335,7 +336,8 @@ class VoiceSession:
     async def _partial(self, audio: np.ndarray) -> None:
         try:
             result = await self._engines.asr.transcribe(
-                audio, language=self._language, partial=True
+                audio, language=self._language, partial=True,
+                prompt=asr_prompt(self.history, len(self.history)),
             )
             if result.text and self._segmenter.in_segment:
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
@@ -359,7 +361,8 @@ class VoiceSession:
     async def _transcribe_and_reply(self, turn: Turn, audio: np.ndarray | None) -> None:
         if audio is not None:
             started = time.perf_counter()
-            result = await self._engines.asr.transcribe(audio, language=self._language)
+            result = await self._engines.asr.transcribe(
+                audio, language=self._language, prompt=asr_prompt(self.history, turn.history_len))
             turn.timings["asr_ms"] = (time.perf_counter() - started) * 1000
             turn.user_text = result.text
             turn.transcript_ready.set()
