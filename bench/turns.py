@@ -53,7 +53,7 @@ LATE_S = 1.0
 
 def load_set() -> list[dict[str, Any]]:
     manifest = json.loads((SET_DIR / "manifest.json").read_text())
-    items = manifest["utterances"]
+    items: list[dict[str, Any]] = manifest["utterances"]
     for item in items:
         raw = subprocess.run(["sox", str(SET_DIR / item["file"]), "-t", "raw", "-e", "signed",
                               "-b", "16", "-"], check=True, capture_output=True).stdout
@@ -214,7 +214,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         model.warm_up()
     engines = Engines(asr=asr, llm=ScriptedLLM("Sure, I can help with that.",
                                                first_token_s=0.09, token_s=0.008),
-                      tts=ScriptedTTS(delay_s=0.11), turn_model=model)
+                      tts=ScriptedTTS(delay_s=0.11), turn_model=model)  # type: ignore[arg-type]
     endpointing = EndpointingSettings()
     settings = TurnSettings(endpointing=endpointing)
     outcomes: list[Outcome] = []

@@ -283,10 +283,11 @@ def main() -> None:
     items = []
     for i, (uid, category, parts) in enumerate(SPEC):
         voice = VOICES[i % len(VOICES)]
-        pieces = build_parts(uid, parts, voice, piper)
-        items.append(assemble(uid, category, pieces, f"{voice[0]}:{voice[1]}@{voice[2]:g}",
+        items.append(assemble(uid, category, build_parts(uid, parts, voice, piper),
+                              f"{voice[0]}:{voice[1]}@{voice[2]:g}",
                               SNRS_DB[i % len(SNRS_DB)], NOISES[i % len(NOISES)]))
     for j, (uid, category, clip, stretch_ms) in enumerate(REAL, len(SPEC)):
+        pieces: list[tuple[str, np.ndarray] | int]
         pcm, text = read_clip(clip)
         pcm = trim(pcm)
         if stretch_ms:
@@ -295,7 +296,7 @@ def main() -> None:
             cut = _words_before(pcm, start, words)
             # the natural pause is cut out and replaced by one of `stretch_ms`; the words'
             # split is approximate (by share of time), the whole text is exact
-            pieces: list[tuple[str, np.ndarray] | int] = [
+            pieces = [
                 (" ".join(words[:cut]), pcm[:start]), stretch_ms,
                 (" ".join(words[cut:]), pcm[end:]),
             ]
