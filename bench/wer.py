@@ -68,27 +68,33 @@ def clips(n_voices: int) -> list[dict[str, Any]]:
     return out
 
 
-def evaluate(rec: FasterWhisperRecognizer, items: list[dict[str, Any]], prompted: bool
-             ) -> dict[str, Any]:
-    errors = words = 0
-    times, rows = [], []
+def evaluate(rec: FasterWhisperRecognizer, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each clip decoded without and then with the prompt, one after the other (same load)."""
+    rows: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for item in items:
-        started = time.perf_counter()
-        text = rec._transcribe_sync(item["pcm"], "en", item["bot"] if prompted else None).text
-        times.append((time.perf_counter() - started) * 1000)
-        e, n = word_errors(item["text"], text)
-        errors, words = errors + e, words + n
-        rows.append({"voice": item["voice"], "noise": item["noise"], "ref": item["text"],
-                     "hyp": text, "errors": e})
-    by_noise = {}
-    for kind in ("clean", "noisy"):
-        sel = [r for r in rows if (r["noise"] == "clean") == (kind == "clean")]
-        err = sum(r["errors"] for r in sel)
-        n = sum(len(r["ref"].split()) for r in sel)
-        by_noise[kind] = round(err / max(1, n), 4)
+        for prompted in (False, True):
+            started = time.perf_counter()
+            text = rec._transcribe_sync(item["pcm"], "en", item["bot"] if prompted else None).text
+            ms = (time.perf_counter() - started) * 1000
+            e, n = word_errors(item["text"], text)
+            rows[prompted].append({"voice": item["voice"], "noise": item["noise"],
+                                   "ref": item["text"], "hyp": text, "errors": e, "words": n,
+                                   "ms": round(ms, 1)})
+    return [summary(rows[p], p) for p in (False, True)]
+
+
+def summary(rows: list[dict[str, Any]], prompted: bool) -> dict[str, Any]:
+    def wer(sel: list[dict[str, Any]]) -> float:
+        return round(sum(r["errors"] for r in sel) / max(1, sum(r["words"] for r in sel)), 4)
+
+    voices = sorted({r["voice"] for r in rows})
+    times = [r["ms"] for r in rows]
     return {"variant": "prompt = bot's last question" if prompted else "no prompt",
-            "wer": round(errors / max(1, words), 4), "errors": errors, "words": words,
-            "wer_clean": by_noise["clean"], "wer_noisy": by_noise["noisy"],
+            "wer": wer(rows), "errors": sum(r["errors"] for r in rows),
+            "words": sum(r["words"] for r in rows),
+            "wer_clean": wer([r for r in rows if r["noise"] == "clean"]),
+            "wer_noisy": wer([r for r in rows if r["noise"] != "clean"]),
+            "wer_by_voice": {v: wer([r for r in rows if r["voice"] == v]) for v in voices},
             "decode_ms_p50": round(float(np.median(times)), 1),
             "decode_ms_p90": round(float(np.percentile(times, 90)), 1), "rows": rows}
 
@@ -103,18 +109,18 @@ def main() -> None:
     rec = FasterWhisperRecognizer(args.model, cpu_threads=2)
     rec.warm_up()
     try:
-        runs = []
-        for prompted in (False, True, False, True):  # interleaved: same load for both
-            runs.append(evaluate(rec, items, prompted))
+        final = evaluate(rec, items)
     finally:
         rec.close()
-    final = runs[2:]  # the second pass of each (warm caches)
     print(f"{len(items)} clips ({len(items) // 2} clean + noisy at 10-20 dB), "
           f"{args.voices} voices, model {args.model}")
     print(table(["variant", "WER", "errors/words", "clean", "noisy", "ms p50", "ms p90"],
                 [[r["variant"], f"{100 * r['wer']:.1f} %", f"{r['errors']}/{r['words']}",
                   f"{100 * r['wer_clean']:.1f} %", f"{100 * r['wer_noisy']:.1f} %",
                   r["decode_ms_p50"], r["decode_ms_p90"]] for r in final]))
+    for r in final:
+        print(f"  {r['variant']}: " + ", ".join(f"{v} {100 * w:.1f} %"
+                                                for v, w in r["wer_by_voice"].items()))
     changed = [(a, b) for a, b in zip(final[0]["rows"], final[1]["rows"], strict=True)
                if a["hyp"] != b["hyp"]]
     for a, b in changed[:20]:

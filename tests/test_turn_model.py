@@ -176,3 +176,11 @@ async def test_the_bot_s_last_words_prompt_the_recognizer() -> None:
         await session.close()
     history = [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}]
     assert asr_prompt(history, 2) is None  # type: ignore[arg-type]
+
+
+def test_a_prompted_decode_that_repeats_itself_is_caught() -> None:
+    from callbot.pipeline.asr.whisper import repeats_itself
+
+    assert repeats_itself("Medium, please? Medium, please?")
+    assert not repeats_itself("I'm flying to Paris on Friday.")
+    assert not repeats_itself("A table for four, please.")

@@ -121,7 +121,8 @@ class FasterWhisperRecognizer:
             frames = features.shape[-1]
             window = min(FULL_WINDOW_FRAMES, max(MIN_WINDOW_FRAMES, frames + WINDOW_MARGIN_FRAMES))
             text, lang = self._decode(features, window, lang, audio_s, prompt)
-            if prompt and looks_hallucinated(text, audio_s):  # a prompt can make it loop
+            if prompt and (looks_hallucinated(text, audio_s) or repeats_itself(text)):
+                # a prompt can make the decoder loop: decode again without it
                 text, lang = self._decode(features, window, lang, audio_s, None)
             if window < FULL_WINDOW_FRAMES and looks_hallucinated(text, audio_s):
                 text, lang = self._decode(features, FULL_WINDOW_FRAMES, lang, audio_s, None)
@@ -183,4 +184,16 @@ def looks_hallucinated(text: str, audio_s: float) -> bool:
         run = run + 1 if word == prev else 1
         if run >= 4:
             return True
+    return False
+
+
+def repeats_itself(text: str) -> bool:
+    """The same phrase twice in a row ("Medium, please? Medium, please?")."""
+    words = [w.strip(".,?!").lower() for w in text.split()]
+    n = len(words)
+    for size in range(1, n // 2 + 1):
+        for start in range(0, n - 2 * size + 1):
+            if size >= 2 or n <= 3:
+                if words[start:start + size] == words[start + size:start + 2 * size]:
+                    return True
     return False
