@@ -191,6 +191,10 @@ def summarize(outcomes: list[Outcome], policy: str) -> dict[str, Any]:
         "eot_delay_p50_ms": pct(finished_eot, 50), "eot_delay_p90_ms": pct(finished_eot, 90),
         "reply_delay_p50_ms": pct(replies, 50), "reply_delay_p90_ms": pct(replies, 90),
         "no_reply": sum(o.reply_delay_ms is None for o in mine),
+        "by_category": {c: {"n": sum(o.category == c for o in mine),
+                            "premature": sum(o.premature for o in mine if o.category == c),
+                            "late": sum(o.late for o in mine if o.category == c)}
+                        for c in sorted({o.category for o in mine})},
         "premature_ids": [o.id for o in mine if o.premature],
         "late_ids": [o.id for o in mine if o.late],
     }
