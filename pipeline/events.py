@@ -123,6 +123,8 @@ class TurnMetrics(Event):
     first_audio_ms: float | None = None
     retrieval_ms: float | None = None  # knowledge-base search (a context source)
     vision_ms: float | None = None  # reading the camera frame (a context source)
+    turn_complete_p: float | None = None  # the end-of-turn model's verdict (0..1), if asked
+    partials_skipped: int | None = None  # partial transcripts skipped (recognizer busy/pause)
 
 
 @dataclass(frozen=True)
