@@ -205,7 +205,8 @@ async def _negotiate(request: web.Request, state: AppState, secret_session: Any
         raise ApiError(503, "too_many_calls", "the server is at its call limit; try again later"
                        ) from None
     call = _RealtimeCall(state.config, state.engines, options, on_closed=state.on_call_closed,
-                         on_event=state.on_call_event, ice_servers=ice_servers)
+                         on_event=state.on_call_event, ice_servers=ice_servers,
+                         vision=state.vision)
     protocol = RealtimeProtocol(
         call.session, call.send_raw, config=config, base_settings=state.config.turn,
         voices=tuple(state.engines.tts.voices), transcription_model=_transcription_model(state),
