@@ -8,6 +8,7 @@ The models are shared by every call; what is per call is a thin wrapper around t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -94,11 +95,13 @@ class LanguageFollowingRecognizer:
         pass
 
     async def transcribe(
-        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False
+        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False,
+        prompt: str | None = None,
     ) -> Transcript:
         state = self.language
         current = state.current
-        result = await self.inner.transcribe(pcm, language=current, partial=partial)
+        result = await self.inner.transcribe(pcm, language=current, partial=partial,
+                                             prompt=prompt)
         if partial or not state.detecting or not result.text.strip() and current is not None:
             return result
         if current is None:
@@ -161,9 +164,9 @@ def call_engines(engines: Engines, *, allowed: tuple[str, ...], language: str | 
         raise SettingsError(f"language {language!r} is not one of {list(allowed)}")
     state = CallLanguage(allowed=allowed, fixed=language)
     voices = dict(voices_by_language or {})
-    return Engines(
+    return dataclasses.replace(
+        engines,
         asr=LanguageFollowingRecognizer(engines.asr, state),
-        llm=engines.llm,
         tts=LanguageFollowingSynthesizer(engines.tts, state, voices, voice),
     ), state
 

@@ -16,6 +16,7 @@ from typing import Any
 from callbot.pipeline.lang import SUPPORTED_LANGUAGES, VoiceSettings
 from callbot.pipeline.safety.settings import SafetySettings
 from callbot.pipeline.settings import EngineSettings, TurnSettings
+from callbot.pipeline.vision.base import VisionSettings
 from callbot.rtc.ice import IceServer
 
 from .errors import SignallingError
@@ -77,6 +78,7 @@ class CallbotConfig:
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
     safety: SafetySettings = dataclasses.field(default_factory=SafetySettings)
     tts: VoiceSettings = dataclasses.field(default_factory=VoiceSettings)
+    vision: VisionSettings = dataclasses.field(default_factory=VisionSettings)
 
     def __post_init__(self) -> None:
         if not self.languages:
@@ -249,11 +251,18 @@ ENV_KEYS = {
     "CALLBOT_TTS_SERVER_URL": "tts.server_url",
     "CALLBOT_TTS_SERVER_VOICES": "tts.server_voices",
     "CALLBOT_TTS_SERVER_API_KEY": "tts.server_api_key",
+    "CALLBOT_VISION_ENGINE": "vision.engine",
+    "CALLBOT_VISION_BASE_URL": "vision.base_url",
+    "CALLBOT_VISION_MODEL": "vision.model",
+    "CALLBOT_VISION_API_KEY": "vision.api_key",
+    "CALLBOT_BOT_VIDEO": "vision.bot_video",
 }
 
 
 def apply_env(config: CallbotConfig, env: Mapping[str, str]) -> CallbotConfig:
     overrides = {key: env[var] for var, key in ENV_KEYS.items() if var in env}
+    if "vision.base_url" in overrides and "vision.engine" not in overrides:
+        overrides["vision.engine"] = "openai"  # a vision endpoint given means using it
     if "engines.openai_base_url" in overrides and "engines.llm_backend" not in overrides:
         overrides["engines.llm_backend"] = "openai"  # pointing at a server means using it
     return with_overrides(config, overrides)

@@ -123,6 +123,7 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
         guards=[state.guard] if state.guard is not None else [],
         languages=state.allowed_languages(), voices_by_language=state.language_voices,
+        vision=state.vision,
     )
     try:
         answer = await call.answer(sdp)
@@ -168,6 +169,8 @@ async def healthz(request: web.Request) -> web.Response:
         "languages": list(state.allowed_languages()),
         "language_voices": state.language_voices,  # the voice that speaks each language
         "safety": state.guard is not None,
+        "vision": state.vision.name if state.vision is not None else None,
+        "bot_video": state.config.vision.bot_video,
     })
 
 
@@ -181,7 +184,7 @@ def _demo_file(name: str) -> bytes:
     return (resources.files("callbot.web_demo") / name).read_bytes()
 
 
-_DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+_DEMO_TYPES = {"app.js": "text/javascript", "video.js": "text/javascript", "style.css": "text/css"}
 
 
 @routes.get("/")

@@ -11,6 +11,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.lang import voices_by_language
 from callbot.pipeline.safety.guard import TurnGuard
 from callbot.pipeline.safety.pii import redact_pii
+from callbot.pipeline.vision import VisionEngine
 
 from .auth import Authenticator, Principal
 from .call import Call
@@ -29,6 +30,7 @@ class AppState:
     engines: Engines
     hooks: CallHooks = field(default_factory=CallHooks)
     guard: TurnGuard | None = None  # safety: checks every caller turn and bot sentence
+    vision: VisionEngine | None = None  # reads the caller's camera (None: vision off)
     registry: CallRegistry = field(init=False)
     metrics: CallMetrics = field(init=False)
     auth: Authenticator = field(init=False)

@@ -41,9 +41,11 @@ class LanguageRouter:
         self.multilingual.close()
 
     async def transcribe(
-        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False
+        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False,
+        prompt: str | None = None,
     ) -> Transcript:
         if language == "en" and self.english is not None:
-            return await self.english.transcribe(pcm, language="en", partial=partial)
+            return await self.english.transcribe(pcm, language="en", partial=partial,
+                                                 prompt=prompt)
         return await self.multilingual.transcribe(
-            pcm, language=language, partial=partial, among=self.among)
+            pcm, language=language, partial=partial, prompt=prompt, among=self.among)

@@ -30,6 +30,7 @@ LANGUAGE_PROMPTS: dict[str, str] = {"zh": "以下是普通话的句子。"}
 FULL_WINDOW_FRAMES = 3000
 MIN_WINDOW_FRAMES = 1000
 WINDOW_MARGIN_FRAMES = 100
+PROMPT_MAX_TOKENS = 64  # the end of the conversation so far; Whisper allows up to 223
 
 
 def whisper_model_path(name: str) -> Path:
@@ -103,19 +104,21 @@ class FasterWhisperRecognizer:
 
     async def transcribe(
         self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False,
+        prompt: str | None = None,
         among: tuple[str, ...] | None = None,
     ) -> Transcript:
         """`among`: when the language is detected, pick the likeliest of these (a call's
         allowed languages) rather than any language Whisper knows."""
         priority = PRIORITY_BACKGROUND if partial else PRIORITY_URGENT
-        return await self._worker.submit(
-            self._transcribe_sync, pcm, language, among, priority=priority)
+        return await self._worker.submit(self._transcribe_sync, pcm, language, prompt, among,
+                                         priority=priority)
 
     @property
     def busy(self) -> bool:
         return not self._worker.idle
 
     def _transcribe_sync(self, pcm: np.ndarray, language: str | None,
+                         prompt: str | None = None,
                          among: tuple[str, ...] | None = None) -> Transcript:
         started = time.perf_counter()
         audio = int16_to_float(pcm)
@@ -126,9 +129,14 @@ class FasterWhisperRecognizer:
             features = self._model.feature_extractor(audio)
             frames = features.shape[-1]
             window = min(FULL_WINDOW_FRAMES, max(MIN_WINDOW_FRAMES, frames + WINDOW_MARGIN_FRAMES))
-            decoded = self._decode(features, window, lang, audio_s, among)
+            decoded = self._decode(features, window, lang, audio_s, prompt, among)
+            if prompt and (looks_hallucinated(decoded.text, audio_s)
+                           or repeats_itself(decoded.text)):
+                # a prompt can make the decoder loop: decode again without it
+                decoded = self._decode(features, window, decoded.language, audio_s, None)
             if window < FULL_WINDOW_FRAMES and looks_hallucinated(decoded.text, audio_s):
-                decoded = self._decode(features, FULL_WINDOW_FRAMES, decoded.language, audio_s)
+                decoded = self._decode(features, FULL_WINDOW_FRAMES, decoded.language, audio_s,
+                                       None)
         return Transcript(
             text=decoded.text,
             language=decoded.language,
@@ -140,6 +148,7 @@ class FasterWhisperRecognizer:
 
     def _decode(
         self, features: np.ndarray, window: int, language: str | None, audio_s: float,
+        context: str | None = None,
         among: tuple[str, ...] | None = None,
     ) -> _Decoded:
         import ctranslate2
@@ -158,9 +167,14 @@ class FasterWhisperRecognizer:
             self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language
         )
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
-        hint = LANGUAGE_PROMPTS.get(language or "")
-        if hint and self.multilingual:  # a previous-text prompt steers the script
-            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + hint), *prompt]
+        hint = LANGUAGE_PROMPTS.get(language or "") if self.multilingual else None
+        if hint:  # a previous text in simplified characters steers Mandarin's script
+            context = f"{hint} {context.strip()}" if context and context.strip() else hint
+        if context and context.strip():
+            # Whisper's "previous text": the words just before this audio make its words
+            # likelier (the bot asked about a city: "Paris", not "pairs").
+            previous = tokenizer.encode(" " + context.strip())[-PROMPT_MAX_TOKENS:]
+            prompt = [tokenizer.sot_prev, *previous, *prompt]
         result = model.generate(
             encoded,
             [prompt],
@@ -200,4 +214,16 @@ def looks_hallucinated(text: str, audio_s: float) -> bool:
         run = run + 1 if word == prev else 1
         if run >= 4:
             return True
+    return False
+
+
+def repeats_itself(text: str) -> bool:
+    """The same phrase twice in a row ("Medium, please? Medium, please?")."""
+    words = [w.strip(".,?!").lower() for w in text.split()]
+    n = len(words)
+    for size in range(1, n // 2 + 1):
+        for start in range(0, n - 2 * size + 1):
+            if size >= 2 or n <= 3:
+                if words[start:start + size] == words[start + size:start + 2 * size]:
+                    return True
     return False
