@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .asr.base import SpeechRecognizer
 from .errors import SettingsError
 from .llm.base import LanguageModel
+from .remote_http import RemoteSettings
 from .settings import DEFAULT_SYSTEM_PROMPT, EngineSettings
 from .tts.base import SpeechSynthesizer
 
@@ -40,6 +41,36 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
     raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 
+def _remote(settings: EngineSettings, url: str) -> RemoteSettings:
+    return RemoteSettings(base_url=url, timeout_s=settings.remote_timeout_s,
+                          retries=settings.remote_retries)
+
+
+def build_asr(settings: EngineSettings) -> SpeechRecognizer:
+    if settings.asr_url:
+        from .asr.remote import RemoteRecognizer
+
+        return RemoteRecognizer(_remote(settings, settings.asr_url), settings.asr_model,
+                                languages=("en",) if settings.asr_model.endswith(".en")
+                                else None)
+    from .asr.whisper import FasterWhisperRecognizer
+
+    return FasterWhisperRecognizer(settings.asr_model, cpu_threads=settings.asr_threads)
+
+
+def build_tts(settings: EngineSettings) -> SpeechSynthesizer:
+    if settings.tts_url:
+        from .tts.remote import RemoteSynthesizer
+
+        voices = (settings.tts_voice,) if settings.tts_voice else ()
+        return RemoteSynthesizer(_remote(settings, settings.tts_url), voices=voices,
+                                 default_voice=settings.tts_voice)
+    from .tts.piper import PiperSynthesizer
+
+    return PiperSynthesizer(default_voice=settings.tts_voice,
+                            length_scale=settings.tts_length_scale)
+
+
 def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None) -> Engines:
     """Blocking (seconds): call it from a thread, once, at start-up.
 
@@ -47,14 +78,9 @@ def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None)
     llama.cpp completion took seconds; with the system prompt evaluated here, its tokens are
     already in the prompt cache when a call starts).
     """
-    from .asr.whisper import FasterWhisperRecognizer
-    from .tts.piper import PiperSynthesizer
-
-    asr = FasterWhisperRecognizer(settings.asr_model, cpu_threads=settings.asr_threads)
+    asr = build_asr(settings)
     llm = build_llm(settings)
-    tts = PiperSynthesizer(
-        default_voice=settings.tts_voice, length_scale=settings.tts_length_scale
-    )
+    tts = build_tts(settings)
     log.info("engines loaded: asr=%s llm=%s tts=%s", settings.asr_model, llm.name, tts.voices)
     asr.warm_up()
     llm.warm_up(warm_up_prompt or DEFAULT_SYSTEM_PROMPT)

@@ -36,8 +36,16 @@ class EngineSettings:
     openai_api_key: str | None = None
     tts_voice: str | None = None  # default: the first installed Piper voice
     tts_length_scale: float | None = None
+    # Models on an inference server (OpenAI-compatible audio endpoints), e.g.
+    # "http://models:9000/v1"; None: the model runs in this process.
+    asr_url: str | None = None  # POST {asr_url}/audio/transcriptions
+    tts_url: str | None = None  # POST {tts_url}/audio/speech (streamed PCM)
+    remote_timeout_s: float = 10.0  # one request to an inference server
+    remote_retries: int = 2  # repeats of a request none of whose result was used
 
     def __post_init__(self) -> None:
+        if self.remote_timeout_s <= 0 or self.remote_retries < 0:
+            raise SettingsError("remote_timeout_s must be > 0 and remote_retries >= 0")
         if self.asr_model not in ASR_MODELS:
             raise SettingsError("asr_model: expected 'tiny.en' or 'base'")
         if self.llm_backend not in LLM_BACKENDS:

@@ -14,11 +14,12 @@ from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
 
-from .config import CallbotConfig
+from .config import CallbotConfig, ConfigError
 from .errors import json_errors
 from .hooks import CallHooks
 from .openapi import openapi
 from .routes import routes
+from .shared import SharedStore
 from .state import STATE, AppState
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,11 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         else:
             loaded = await asyncio.to_thread(
                 shared_engines, config.engines, config.turn.reply.system_prompt)
-        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
+        state = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
+        if config.cluster.redis_url:
+            state.store = _redis_store(state)
+            await state.store.start()
+        app[STATE] = state
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)
@@ -73,6 +78,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
                     wait.cancel()
             await state.registry.close_all("server_shutdown")
             await state.hook_runner.wait_idle()
+            await state.store.close()  # a cluster node leaves the cluster here
 
     async def release(app: web.Application) -> None:
         while claims:
@@ -83,6 +89,31 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     app.on_shutdown.append(stop)
     app.on_cleanup.append(release)
     return app
+
+
+def _redis_store(state: AppState) -> SharedStore:
+    from .cluster import RedisStore
+
+    settings = state.config.cluster
+    if not settings.advertise_url or not settings.redis_url:
+        raise ConfigError("cluster.advertise_url: required with cluster.redis_url (the URL other "
+                          "nodes forward offers to, e.g. http://10.0.0.7:8080)")
+    registry = state.registry
+
+    async def hang_up(call_id: str) -> None:
+        call = registry.get(call_id)
+        if call is not None:
+            await call.close("hangup")
+
+    def live_calls() -> list[tuple[str, str]]:
+        return [(c.id, state.client_of(c.id)) for c in registry.all()]
+
+    return RedisStore(
+        settings.redis_url, advertise_url=settings.advertise_url,
+        capacity=registry.max_calls, limiter=state.limiter,
+        load=lambda: registry.load, draining=lambda: state.draining, hang_up=hang_up,
+        live_calls=live_calls, metrics_text=lambda: state.metrics.render()[0],
+        node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s)
 
 
 def mount(parent: web.Application, prefix: str = "/callbot",

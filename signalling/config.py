@@ -60,6 +60,23 @@ class AuthSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """Shared state of several workers/nodes in Redis (see signalling/cluster.py)."""
+
+    redis_url: str | None = None  # e.g. redis://10.0.0.5:6379/0; None: this process alone
+    advertise_url: str | None = None  # how other nodes reach this one, e.g. http://10.0.0.7:8080
+    node_ttl_s: float = 3.0  # a node silent this long is dead; its calls end as node_lost
+    heartbeat_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.node_ttl_s <= self.heartbeat_s or self.heartbeat_s <= 0:
+            raise ConfigError("node_ttl_s must be greater than heartbeat_s (> 0)")
+        if self.redis_url is not None and not self.redis_url.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis_url: expected redis://, rediss:// or unix://")
+
+
+@dataclasses.dataclass(frozen=True)
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -71,6 +88,7 @@ class CallbotConfig:
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -202,6 +220,10 @@ ENV_KEYS = {
     "CALLBOT_ICE_PUBLIC_IP": "ice_public_ip",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
+    "CALLBOT_ASR_URL": "engines.asr_url",
+    "CALLBOT_TTS_URL": "engines.tts_url",
+    "CALLBOT_CLUSTER": "cluster.redis_url",
+    "CALLBOT_ADVERTISE_URL": "cluster.advertise_url",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",
     "CALLBOT_LLM_BASE_URL": "engines.openai_base_url",
     "CALLBOT_LLM_MODEL": "engines.openai_model",
