@@ -71,6 +71,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         state = app.get(STATE)
         if state is not None:
             state.draining = True  # new calls get 503; active ones may finish for drain_s
+            await state.store.announce()  # the cluster stops sending offers here
             waits = [asyncio.ensure_future(c.closed.wait()) for c in state.registry.all()]
             if waits:
                 await asyncio.wait(waits, timeout=config.limits.drain_s)

@@ -371,7 +371,18 @@ class RedisStore:
             self._pending_ends[call_id] = (client, reason)
             self._synced = False
 
-    async def nodes(self) -> list[NodeView]:
+    async def announce(self) -> None:
+        try:
+            await self._guard(self.redis.hset(P + f"node:{self.node_id}",
+                                              mapping=self._node_fields()))
+        except ClusterUnavailable:
+            pass
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return [{"node": n.node_id, "url": n.url, "capacity": n.capacity, "load": n.load,
+                 "draining": n.draining} for n in await self.node_views()]
+
+    async def node_views(self) -> list[NodeView]:
         r = self.redis
         ids = sorted(await self._guard(r.smembers(P + "nodes")))
         if not ids:
@@ -390,7 +401,7 @@ class RedisStore:
 
     async def list_calls(self) -> list[dict[str, Any]]:
         r = self.redis
-        nodes = await self.nodes()
+        nodes = await self.node_views()
         async with r.pipeline(transaction=False) as p:
             for node in nodes:
                 p.smembers(P + f"ncalls:{node.node_id}")
@@ -414,14 +425,15 @@ class RedisStore:
         return bool(receivers)
 
     async def pick_node(self) -> str | None:
-        candidates = [n for n in await self.nodes() if n.node_id != self.node_id and n.free > 0]
+        candidates = [n for n in await self.node_views()
+                      if n.node_id != self.node_id and n.free > 0]
         if not candidates:
             return None
         return max(candidates, key=lambda n: (n.free, n.node_id)).url
 
     async def cluster_metrics(self) -> list[str]:
         """The Prometheus text of every live node (this one's included)."""
-        nodes = await self.nodes()
+        nodes = await self.node_views()
         if not nodes:
             return []
         texts = await self._guard(self.redis.mget([P + f"metrics:{n.node_id}" for n in nodes]))

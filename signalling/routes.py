@@ -144,7 +144,8 @@ async def _hand_on(request: web.Request, state: AppState) -> web.Response:
         raise ApiError(503, "cluster_full", "every node of the cluster is at its call limit; "
                        "try again later", headers={"Retry-After": "5"})
     state.metrics.call_rejected("forwarded")
-    return await forward_offer(request, store.http(), target, store.sign_forward(request.remote or "unknown"))
+    signed = store.sign_forward(request.remote or "unknown")
+    return await forward_offer(request, store.http(), target, signed)
 
 
 async def _negotiate(request: web.Request, state: AppState, *, reserved: bool = False
@@ -216,6 +217,15 @@ async def list_calls(request: web.Request) -> web.Response:
 def _public(entry: dict[str, Any]) -> dict[str, Any]:
     """A store entry as the API shows it (the client key stays inside)."""
     return {k: v for k, v in entry.items() if k != "client"}
+
+
+@routes.get("/v1/cluster")
+async def cluster_nodes(request: web.Request) -> web.Response:
+    """The live workers/nodes sharing this one's state (empty when it runs alone)."""
+    state = _state(request)
+    state.auth.authenticate(request, allow_call_tokens=False)
+    return web.json_response({"node": state.store.node_id,
+                              "nodes": await _cluster(state, state.store.nodes())})
 
 
 @routes.get("/v1/calls/{call_id}")

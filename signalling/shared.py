@@ -38,6 +38,14 @@ class SharedStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def announce(self) -> None:
+        """Publish this node's load and draining flag now (not at the next heartbeat)."""
+        ...
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The live workers/nodes: id, url, capacity, load, draining."""
+        ...
+
     async def use_nonce(self, nonce: str, exp: float) -> bool:
         """Record a call token's nonce; False if any worker/node used it before."""
         ...
@@ -90,6 +98,12 @@ class LocalStore:
 
     async def close(self) -> None:
         pass
+
+    async def announce(self) -> None:
+        pass
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return []
 
     async def use_nonce(self, nonce: str, exp: float) -> bool:
         return True  # the Authenticator's own NonceStore already refused a second use
