@@ -126,11 +126,9 @@ def round_robin_proxy(targets: list[str]) -> web.Application:
     """A plain HTTP load balancer: each request goes to the next target in turn."""
     turn = itertools.cycle(targets)
     app = web.Application()
-    sent: list[str] = []
 
     async def forward(request: web.Request) -> web.Response:
         target = next(turn)
-        sent.append(target)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding")}
         async with aiohttp.ClientSession() as http, http.request(
@@ -142,5 +140,4 @@ def round_robin_proxy(targets: list[str]) -> web.Application:
             return web.Response(body=body, status=r.status, headers=kept)
 
     app.router.add_route("*", "/{tail:.*}", forward)
-    app["sent"] = sent
     return app
