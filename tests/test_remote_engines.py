@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,17 +158,20 @@ async def test_retries_timeouts_and_no_double_speech(flaky: tuple[str, dict[str,
         await engine.aclose()
 
 
+def _start_node(port: int, engine_url: str, out: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "callbot", "serve", "--port", str(port), "--ice-host",
+         LOOPBACK, "--asr-url", engine_url, "--tts-url", engine_url, "--log-level", "WARNING"],
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+
+
 async def test_call_with_remote_speech_models(engine_server: str, tmp_path: Path) -> None:
     """`callbot serve --asr-url --tts-url`: a real call, real speech, models on the server."""
     port = free_port()
     log = tmp_path / "node.log"
     with log.open("wb") as out:
-        node = subprocess.Popen(
-            [sys.executable, "-m", "callbot", "serve", "--port", str(port), "--ice-host",
-             LOOPBACK, "--asr-url", engine_server, "--tts-url", engine_server,
-             "--log-level", "WARNING"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+        node = _start_node(port, engine_server, out)
         try:
             deadline = time.monotonic() + 60
             while "ready" not in log.read_text():
