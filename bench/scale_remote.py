@@ -17,8 +17,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from callbot import loadtest
@@ -66,7 +68,11 @@ def main() -> None:
     try:
         _wait(f"{e_url.removesuffix('/v1')}/healthz", engines)
         _wait(f"{l_url}/models", llm)
+        limits = Path(tempfile.mkdtemp()) / "limits.toml"  # every caller is 127.0.0.1
+        limits.write_text("[limits]\nmax_calls_per_client = 1000\n"
+                          "call_rate_per_minute = 100000\n")
         node = _spawn([sys.executable, "-m", "callbot", "serve", "--port", str(n_port),
+                       "--config", str(limits),
                        "--ice-host", LOOPBACK, "--max-calls", "64", "--log-level", "WARNING",
                        "--asr-url", e_url, "--tts-url", e_url, "--llm-base-url", l_url])
         procs.append(node)

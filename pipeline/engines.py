@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .asr.base import SpeechRecognizer
 from .errors import SettingsError
 from .llm.base import LanguageModel
-from .remote_http import RemoteSettings
 from .settings import DEFAULT_SYSTEM_PROMPT, EngineSettings
 from .tts.base import SpeechSynthesizer
+
+if TYPE_CHECKING:
+    from .remote_http import RemoteSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
 
 
 def _remote(settings: EngineSettings, url: str) -> RemoteSettings:
+    from .remote_http import RemoteSettings  # aiohttp's client only when a model is remote
+
     return RemoteSettings(base_url=url, timeout_s=settings.remote_timeout_s,
                           retries=settings.remote_retries)
 
