@@ -297,8 +297,8 @@ class RedisStore:
                         asyncio.ensure_future(self._hang_up(message["data"]))
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
-                self._down(exc)
+            except (RedisError, OSError) as exc:  # the heartbeat judges Redis; resubscribe
+                log.debug("cluster: command channel: %s", exc)
                 await asyncio.sleep(self.heartbeat_s)
             finally:
                 try:
