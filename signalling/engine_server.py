@@ -104,7 +104,8 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "unsupported_language", f"this model knows {list(asr.languages)}")
     stats.in_flight += 1
     try:
-        result = await asr.transcribe(pcm, language=language)
+        result = await asr.transcribe(pcm, language=language,
+                                      prompt=fields.get("prompt") or None)
     finally:
         stats.in_flight -= 1
     stats.transcriptions += 1

@@ -48,16 +48,17 @@ class RemoteRecognizer:
         return self._finals > 0
 
     async def transcribe(self, pcm: np.ndarray, *, language: str | None = None,
-                         partial: bool = False) -> Transcript:
+                         partial: bool = False, prompt: str | None = None) -> Transcript:
         if not partial:
             self._finals += 1
         try:
-            return await self._transcribe(pcm, language)
+            return await self._transcribe(pcm, language, prompt)
         finally:
             if not partial:
                 self._finals -= 1
 
-    async def _transcribe(self, pcm: np.ndarray, language: str | None) -> Transcript:
+    async def _transcribe(self, pcm: np.ndarray, language: str | None, prompt: str | None
+                          ) -> Transcript:
         started = time.perf_counter()
         body = wav_bytes(pcm)
         url = self.settings.url("/audio/transcriptions")
@@ -71,6 +72,8 @@ class RemoteRecognizer:
             form.add_field("response_format", "json")
             if language:
                 form.add_field("language", language)
+            if prompt:  # OpenAI's field: a hint of likely words
+                form.add_field("prompt", prompt)
             self.requests += 1
             try:
                 async with self._client.session().post(url, data=form) as response:
