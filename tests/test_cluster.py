@@ -226,8 +226,12 @@ async def test_redis_stopped_and_restarted(cluster: Callable[..., Any],
         return status == 503 and body["error"]["code"] == "cluster_unavailable"
 
     await eventually(refused, 5)
-    status, health, _ = await get_json(f"{a.url}/healthz")
-    assert health["cluster"] is False
+
+    async def a_noticed() -> bool:
+        _, health, _ = await get_json(f"{a.url}/healthz")
+        return health["cluster"] is False
+
+    await eventually(a_noticed, 3)  # each node notices at its own next heartbeat
     assert await answers_text(talking)  # the call in progress goes on
     status, live, _ = await get_json(f"{a.url}/v1/calls/{talking_id}")
     assert status == 200 and live["state"] == "active"  # its owner still answers for it
