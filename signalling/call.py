@@ -241,6 +241,7 @@ class Call:
                 return self._client_error("bad_message", "input.text needs a non-empty 'text'")
             if len(text) > limits.max_text_chars:
                 return self._client_error("bad_message", "input.text is too long")
+            self._last_audio = time.monotonic()  # a typed turn is activity (text-only calls)
             self.session.submit_text(text)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()
