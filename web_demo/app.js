@@ -116,6 +116,7 @@
     limits: null, // {max_call_s, idle_timeout_s} from the answer
   };
   window.callbot = callbot;
+  Object.defineProperty(callbot, "localStream", { get: () => localStream }); // for tests
 
   let localStream = null;
   let audioSender = null;
