@@ -370,6 +370,7 @@
     switch (ev.type) {
       case "bot.state":
         callbot.serverState = ev.state;
+        if (ev.state !== "speaking" && callbot.audio) callbot.audio.awaitAck = false;
         renderState();
         break;
       case "vad.speech_started":
@@ -476,6 +477,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       gate: ctx.createGain(), // 0 at once on Stop / barge-in
       volume: ctx.createGain(), // the caller's bot volume
       gateClosed: false,
+      awaitAck: false,
       closedAt: 0,
       stopRecord: null,
       audible: false,
@@ -602,7 +604,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       if (rec && rec.playedSilentMs === null && playedDb <= PLAYED_DB) {
         rec.playedSilentMs = Math.max(0, Math.round((m.t - a.closedAt) * 1000));
       }
-      const drained = end - Math.max(a.lastReceived, a.closedAt) > 0.2;
+      const drained = !a.awaitAck && end - Math.max(a.lastReceived, a.closedAt) > 0.2;
       if (drained || end - a.closedAt > 3) {
         if (rec && rec.receivedSilentMs === null) {
           rec.receivedSilentMs = Math.max(0, Math.round((a.lastReceived - a.closedAt) * 1000));
@@ -619,9 +621,12 @@ registerProcessor("callbot-level-tap", LevelTap);
     renderState();
   }
 
-  function closeGate(reason) {
+  // waitAck: a Stop the server has not confirmed yet; the gate stays shut until it does
+  // (response.interrupted, or the bot no longer speaking) and the rest has drained.
+  function closeGate(reason, waitAck = false) {
     const a = callbot.audio;
     if (!a) return;
+    a.awaitAck = waitAck;
     a.gate.gain.cancelScheduledValues(0);
     a.gate.gain.setValueAtTime(0, a.ctx.currentTime);
     a.gate.gain.value = 0;
@@ -1227,7 +1232,7 @@ registerProcessor("callbot-level-tap", LevelTap);
   });
   ui.mute.addEventListener("click", () => setMuted(!callbot.muted));
   ui.stopBot.addEventListener("click", () => {
-    closeGate("cancelled"); // silent at once; the server stops sending right after
+    closeGate("cancelled", true); // silent at once; the server stops sending right after
     sendMessage({ type: "response.cancel" });
   });
   ui.volume.addEventListener("input", () => {
