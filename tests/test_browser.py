@@ -177,8 +177,13 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
                                      " && window.callbot.stops[0].playedSilentMs !== null")
         stop = (await page.evaluate("window.callbot.stops"))[0]
         assert stop["playedSilentMs"] <= 30, stop
+        print(f"Stop: played audio silent after {stop['playedSilentMs']} ms")
         assert await page.evaluate("window.callbot.state") != "speaking"
         await _wait_event(page, "response.interrupted", timeout_s=10)
+        await page.wait_for_function("window.callbot.stops[0].receivedSilentMs !== null")
+        stop = (await page.evaluate("window.callbot.stops"))[0]
+        print(f"Stop: received audio (what plays without the page's gate) stopped after "
+              f"{stop['receivedSilentMs']} ms")
         interrupted = (await _events(page, "response.interrupted"))[0]
         assert interrupted["reason"] == "cancelled", interrupted
         await page.wait_for_function("window.callbot.state === 'listening'")
@@ -214,15 +219,24 @@ async def test_camera_video_and_server_side_hangup(server: str, question_wav: Pa
         assert await page.locator("#video-source").is_hidden()
         # Until the sight issue adds "vision" to /healthz, the test adds it to the real
         # answer (the only rewritten response in these tests) to see the option appear.
+        # The same for the languages issue's "languages" list.
+        assert await page.locator("#language").is_hidden()
+
         async def with_vision(route: Any) -> None:
             response = await route.fetch()
-            await route.fulfill(response=response, json=(await response.json()) | {"vision": "x"})
+            extra = {"vision": "x", "languages": ["en", "de"]}
+            await route.fulfill(response=response, json=(await response.json()) | extra)
         await page.route("**/healthz", with_vision)
         await page.reload()
         await page.evaluate("window.callbot.whenHealth")
         await page.click("#settings summary")
+        assert await page.locator("#language option").all_inner_texts() == [
+            "Automatic", "English (en)", "German (de)"]
+        await page.select_option("#language", "en")  # this server accepts "en" only
         await page.select_option("#video-source", "camera")
-        await page.click("#call")
+        async with page.expect_request("**/v1/calls") as offer:
+            await page.click("#call")
+        assert (await offer.value).post_data_json["options"] == {"language": "en"}
         await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
         assert await page.locator("#local-video").is_visible()
         deadline = time.monotonic() + 10

@@ -345,13 +345,26 @@
     ["first_audio_ms", "First audio sent by the server"],
   ];
 
+  const metricsByTurn = new Map(); // turn_id -> metrics event
+
   function onMetrics(ev) {
+    metricsByTurn.set(ev.turn_id, ev);
+    // The breakdown belongs to the turn whose figure is shown (or the first one).
+    const shown = ui.latency.dataset.turnId;
+    if (shown === undefined || shown === String(ev.turn_id)) renderBreakdown(ev.turn_id);
+  }
+
+  function renderBreakdown(turnId) {
+    const ev = metricsByTurn.get(turnId);
+    ui.breakdown.textContent = "";
+    if (!ev) {
+      ui.latencyDetails.hidden = true;
+      return;
+    }
     const typed = conv.typedTurns.has(ev.turn_id);
     const rows = METRIC_LABELS.filter(([key]) => typeof ev[key] === "number")
       // A typed turn has no end-of-turn wait and no speech recognition.
       .filter(([key]) => !(typed && (key === "end_of_turn_ms" || key === "asr_ms")));
-    if (!rows.length) return;
-    ui.breakdown.textContent = "";
     for (const [key, label] of rows) {
       const dt = document.createElement("dt");
       dt.textContent = label;
@@ -360,7 +373,8 @@
       dd.dataset.key = key;
       ui.breakdown.append(dt, dd);
     }
-    ui.latencyDetails.hidden = false;
+    ui.latencyDetails.hidden = rows.length === 0;
+    ui.latencyDetails.dataset.turnId = String(turnId);
   }
 
   // ---- events from the server ------------------------------------------------------------
@@ -680,6 +694,7 @@ registerProcessor("callbot-level-tap", LevelTap);
     ui.latency.textContent = `Answer started ${secs} s after ${after}`;
     ui.latency.dataset.ms = String(ms);
     ui.latency.dataset.turnId = String(turnId);
+    renderBreakdown(turnId);
     const bot = conv.byTurn.get(turnId);
     if (bot && !bot.li.querySelector(".metrics")) {
       const small = document.createElement("span");
@@ -867,6 +882,16 @@ registerProcessor("callbot-level-tap", LevelTap);
     endReason = null;
     callbot.textOnly = false;
     callbot.serverState = "idle";
+    // Turn ids start again in every call.
+    metricsByTurn.clear();
+    conv.byTurn.clear();
+    conv.typedTurns.clear();
+    conv.typed = [];
+    ui.latency.textContent = "";
+    delete ui.latency.dataset.ms;
+    delete ui.latency.dataset.turnId;
+    ui.latencyDetails.hidden = true;
+    ui.callId.textContent = "–";
     setInCall(true);
     ui.hangup.focus(); // focus follows the control that is now live
     setConnection("connecting", "Opening microphone…");
