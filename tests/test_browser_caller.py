@@ -126,7 +126,7 @@ async def test_muted_mic_is_not_heard(server: str, wav: Path) -> None:
         assert await page.get_attribute("#mute", "aria-pressed") == "true"
         await page.click("#call")
         await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
-        await asyncio.sleep(2 * (LEAD_S + 2.5))  # the question plays about twice
+        await asyncio.sleep(LEAD_S + 3.5)  # the whole question plays (muted)
         calls = await _calls(server)
         assert calls and calls[0]["audio_frames_in"] > 100, calls  # audio flows, silent
         types = await page.evaluate("window.callbot.events.map((e) => e.type)")
@@ -243,6 +243,22 @@ async def test_keyboard_walk_accessibility_and_screenshots(server: str, wav: Pat
             await page.keyboard.press("Tab")
             seen.add(await _focused(page))
         assert {"hangup", "mute", "text-input"} <= seen, seen
+        # Devices and volume, by keyboard: the fake microphones are listed and one can be
+        # picked mid-call; the bot volume slider sets the playback gain.
+        await page.focus("#settings summary")
+        await page.keyboard.press("Enter")
+        mics = await page.eval_on_selector_all("#mic-select option", "os => os.map(o => o.value)")
+        assert len(mics) >= 2, mics
+        await page.focus("#mic-select")
+        await page.select_option("#mic-select", mics[-1])
+        await page.wait_for_function(
+            "(id) => window.callbot.localStream.getAudioTracks()[0].getSettings().deviceId === id",
+            arg=mics[-1])
+        await page.focus("#volume")
+        await page.keyboard.press("Home")
+        await page.wait_for_function("window.callbot.audio.volume.gain.value < 0.01")
+        await page.keyboard.press("End")
+        await page.wait_for_function("window.callbot.audio.volume.gain.value > 0.99")
         # Mute by keyboard and back.
         await page.focus("#mute")
         await page.keyboard.press("Space")
