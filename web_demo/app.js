@@ -21,7 +21,8 @@
 //   callbot.hooks.callEnded   [fn()]                        after a call is torn down
 //   callbot.videoSlot         the element a video UI may render into (unhide it)
 //   callbot.pc, .channel, .callId, .events, .state ("speaking" = audible), .serverState,
-//   callbot.latencies (per turn), callbot.stops (per Stop/barge-in, in ms)
+//   callbot.latencies (per turn), callbot.stops (per Stop/barge-in, in ms: playedSilentMs,
+//   receivedSilentMs, fromSpeechMs)
 // The same moments are also dispatched as window events `callbot:health`, `callbot:track`,
 // `callbot:callended`.
 "use strict";
@@ -645,7 +646,10 @@ registerProcessor("callbot-level-tap", LevelTap);
     a.gate.gain.setValueAtTime(0, a.ctx.currentTime);
     a.gate.gain.value = 0;
     if (!a.gateClosed) {
-      a.stopRecord = { reason, playedSilentMs: null, receivedSilentMs: null };
+      a.stopRecord = { reason, playedSilentMs: null, receivedSilentMs: null,
+        // a barge-in: from the start of the caller's speech (the page's own VAD) to silence
+        fromSpeechMs: reason === "barge_in" && a.speaking
+          ? Math.round((a.ctx.currentTime - a.speechStart) * 1000) : null };
       callbot.stops.push(a.stopRecord);
     }
     a.gateClosed = true;
