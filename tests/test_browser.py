@@ -153,7 +153,8 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
 
         # The page shows it: the final transcript, the bot's reply, then the turn's latencies.
         log_text = (await page.locator("#log").inner_text()).lower()
-        assert "spider" in log_text and "legs" in log_text, log_text
+        reply = "".join(e["delta"] for e in await _events(page, "response.text.delta"))
+        assert heard in log_text and reply.strip().lower() in log_text, (log_text, reply)
         assert await page.locator("#log .entry-bot").count() == 1
         assert await page.locator("#log .entry-user.partial").count() == 0
         assert await _calls(server), "the server lists no call during the call"

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,46 +162,55 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_server_gone_is_noticed(wav: Path) -> None:
-    """A real `callbot serve` process, killed (SIGKILL) mid-call: no goodbye of any kind."""
+@pytest.fixture(scope="module", autouse=True)
+def doomed_server() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real `callbot serve` process for test_server_gone_is_noticed, started with the
+    module (autouse) so that it loads its models while the other tests run."""
     port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callbot", "serve", "--port", str(port), "--ice-host", "127.0.0.1",
-        cwd=ROOT, env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callbot", "serve", "--port", str(port), "--ice-host",
+         "127.0.0.1"], cwd=ROOT, env=os.environ | {"HF_HUB_OFFLINE": "1"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert proc.returncode is None and time.monotonic() < deadline, "no server"
-                try:
-                    async with http.get(f"{base}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.3)
-        async with chromium_page(wav) as page:
-            await page.goto(f"{base}/")
-            await page.click("#call")
-            await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
-            await asyncio.sleep(0.5)
-            proc.send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            error = page.locator("#error")
-            await error.wait_for(state="visible", timeout=10_000)
-            noticed_s = time.monotonic() - killed
-            message = await error.inner_text()
-            assert "server is not responding" in message, message
-            assert await page.locator("#status").inner_text() == "Disconnected"
-            assert await page.locator("#call").is_enabled()
-            print(f"server gone noticed after {noticed_s:.1f} s")
-            assert noticed_s < 6, noticed_s
+        yield proc, f"http://127.0.0.1:{port}"
     finally:
-        if proc.returncode is None:
+        if proc.poll() is None:
             proc.kill()
-        await proc.wait()
+        proc.wait()
+
+
+async def test_server_gone_is_noticed(
+    wav: Path, doomed_server: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    """That server, killed (SIGKILL) mid-call: no goodbye of any kind reaches the page."""
+    proc, base = doomed_server
+    deadline = time.monotonic() + 120
+    async with aiohttp.ClientSession() as http:
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "no server"
+            try:
+                async with http.get(f"{base}/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.3)
+    async with chromium_page(wav) as page:
+        await page.goto(f"{base}/")
+        await page.click("#call")
+        await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        error = page.locator("#error")
+        await error.wait_for(state="visible", timeout=10_000)
+        noticed_s = time.monotonic() - killed
+        message = await error.inner_text()
+        assert "server is not responding" in message, message
+        assert await page.locator("#status").inner_text() == "Disconnected"
+        assert await page.locator("#call").is_enabled()
+        print(f"server gone noticed after {noticed_s:.1f} s")
+        assert noticed_s < 6, noticed_s
 
 
 async def _axe(page: Any) -> list[dict[str, Any]]:
