@@ -120,6 +120,60 @@ async def test_displayed_latency_matches_what_the_caller_hears(server: str, wav:
     assert abs(shown_s * 1000 - truth_ms) <= 100, (text, truth_ms)
 
 
+# A microphone the test can speak into at a moment of its choosing: getUserMedia returns a
+# Web Audio stream, and __fakeMic.say(base64 WAV) plays a clip into it (the page and the
+# server get it like any microphone's audio; only its source is the test).
+_FAKE_MIC = """
+navigator.mediaDevices.getUserMedia = async () => {
+  const ctx = new AudioContext({sampleRate: 48000});
+  await ctx.resume();
+  const dest = ctx.createMediaStreamDestination();
+  window.__fakeMic = {
+    say: async (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const buf = await ctx.decodeAudioData(bytes.buffer);
+      const src = ctx.createBufferSource();
+      src.buffer = buf;
+      src.connect(dest);
+      src.start();
+    },
+  };
+  return dest.stream;
+};
+"""
+
+
+async def test_barge_in_silences_the_bot_in_the_page(server: str, tmp_path: Path) -> None:
+    import base64
+
+    interruption = speech.espeak("Wait, stop, I have another question.", 48_000).padded(0, 1.0)
+    clip_b64 = base64.b64encode(interruption.write_wav(tmp_path / "barge.wav").read_bytes())
+    async with chromium_page(tmp_path / "barge.wav") as page:
+        await page.add_init_script(_FAKE_MIC)
+        await page.goto(f"{server}/")
+        await page.click("#call")
+        await page.wait_for_function("!document.querySelector('#text-input').disabled")
+        await page.fill("#text-input", "Please count slowly from one to thirty.")
+        await page.press("#text-input", "Enter")
+        await page.wait_for_function("window.callbot.state === 'speaking'", timeout=60_000)
+        await asyncio.sleep(0.5)
+        await page.evaluate("(b64) => window.__fakeMic.say(b64)", clip_b64.decode())
+        await _wait_event(page, "response.interrupted", timeout_s=15)
+        await page.wait_for_function("window.callbot.stops.length >= 1"
+                                     " && window.callbot.stops[0].playedSilentMs !== null")
+        stop = (await page.evaluate("window.callbot.stops"))[0]
+        interrupted = (await page.evaluate(
+            "window.callbot.events.filter((e) => e.type === 'response.interrupted')"))[0]
+        print(f"barge-in: {stop}")
+        assert interrupted["reason"] == "barge_in", interrupted
+        assert stop["reason"] == "barge_in" and stop["playedSilentMs"] <= 30, stop
+        assert stop["fromSpeechMs"] is not None and stop["fromSpeechMs"] < 3000, stop
+        state = await page.evaluate("[window.callbot.state, window.callbot.audio.gateClosed, "
+                                    "window.callbot.events.map(e => e.type + '@' + e.t_ms)]")
+        assert state[0] != "speaking", state
+        await page.click("#hangup")
+
+
 async def test_muted_mic_is_not_heard(server: str, wav: Path) -> None:
     async with chromium_page(wav, loop=True) as page:  # the question, over and over
         await page.goto(f"{server}/")

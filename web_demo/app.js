@@ -602,7 +602,9 @@ registerProcessor("callbot-level-tap", LevelTap);
     const playedDb = toDb(m.played);
     const receivedDb = toDb(m.received);
     if (receivedDb > PLAYED_DB) a.lastReceived = end;
-    if (playedDb > PLAYED_DB) {
+    // A block that began before the gate shut was measured before it: not heard any more.
+    const stale = a.gateClosed && m.t < a.closedAt;
+    if (playedDb > PLAYED_DB && !stale) {
       if (a.lastPlayed < 0 || m.t - a.lastPlayed > AUDIBLE_HOLD_S) {
         a.onsetAt = m.t; // a new run of bot audio starts being heard
         a.onsetTurn = undefined;
