@@ -153,20 +153,28 @@ async def test_barge_in_silences_the_bot_in_the_page(server: str, tmp_path: Path
         await page.goto(f"{server}/")
         await page.click("#call")
         await page.wait_for_function("!document.querySelector('#text-input').disabled")
-        await page.fill("#text-input", "Please count slowly from one to thirty.")
-        await page.press("#text-input", "Enter")
-        await page.wait_for_function("window.callbot.state === 'speaking'", timeout=60_000)
-        await asyncio.sleep(0.5)
-        await page.evaluate("(b64) => window.__fakeMic.say(b64)", clip_b64.decode())
-        await _wait_event(page, "response.interrupted", timeout_s=15)
-        await page.wait_for_function("window.callbot.stops.length >= 1"
-                                     " && window.callbot.stops[0].playedSilentMs !== null")
-        stop = (await page.evaluate("window.callbot.stops"))[0]
-        interrupted = (await page.evaluate(
-            "window.callbot.events.filter((e) => e.type === 'response.interrupted')"))[0]
+        # The tiny model's replies are sometimes short: if one ends before the caller's
+        # words reach the server (no barge-in then), ask again.
+        for attempt in range(3):
+            await page.fill("#text-input", "Please tell me a long story about a dragon.")
+            await page.press("#text-input", "Enter")
+            await page.wait_for_function("window.callbot.state === 'speaking'", timeout=60_000)
+            await page.evaluate("(b64) => window.__fakeMic.say(b64)", clip_b64.decode())
+            try:
+                await page.wait_for_function(
+                    "window.callbot.events.some((e) => e.type === 'response.interrupted'"
+                    " && e.reason === 'barge_in')",
+                    timeout=8_000)
+                break
+            except Exception:
+                assert attempt < 2, "three replies ended before the caller spoke over them"
+                await page.wait_for_function("window.callbot.serverState === 'listening'",
+                                             timeout=30_000)
+        barge = "window.callbot.stops.find((s) => s.reason === 'barge_in')"
+        await page.wait_for_function(f"{barge} && {barge}.playedSilentMs !== null")
+        stop = await page.evaluate(barge)
         print(f"barge-in: {stop}")
-        assert interrupted["reason"] == "barge_in", interrupted
-        assert stop["reason"] == "barge_in" and stop["playedSilentMs"] <= 30, stop
+        assert stop["playedSilentMs"] <= 30, stop
         assert stop["fromSpeechMs"] is not None and stop["fromSpeechMs"] < 3000, stop
         state = await page.evaluate("[window.callbot.state, window.callbot.audio.gateClosed, "
                                     "window.callbot.events.map(e => e.type + '@' + e.t_ms)]")
