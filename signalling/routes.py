@@ -125,6 +125,7 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
     call = Call(
         state.config, state.engines, options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
+        vision=state.vision,
     )
     try:
         answer = await call.answer(sdp)
@@ -184,6 +185,8 @@ async def healthz(request: web.Request) -> web.Response:
         "llm": state.engines.llm.name,
         "voices": list(state.engines.tts.voices),
         "max_call_s": state.config.limits.max_call_s,
+        "vision": state.vision.name if state.vision is not None else None,
+        "bot_video": state.config.vision.bot_video,
     })
 
 
@@ -197,7 +200,7 @@ def _demo_file(name: str) -> bytes:
     return (resources.files("callbot.web_demo") / name).read_bytes()
 
 
-_DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+_DEMO_TYPES = {"app.js": "text/javascript", "video.js": "text/javascript", "style.css": "text/css"}
 
 
 @routes.get("/")

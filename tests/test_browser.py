@@ -217,7 +217,7 @@ async def test_camera_video_and_server_side_hangup(server: str, question_wav: Pa
         await page.goto(f"{server}/")
         await page.evaluate("window.callbot.whenHealth")
         # No server says "vision" yet: the video option stays hidden.
-        assert await page.locator("#video-source").is_hidden()
+        assert await page.locator("#video-panel").is_hidden()
         # Until the sight issue adds "vision" to /healthz, the test adds it to the real
         # answer (the only rewritten response in these tests) to see the option appear.
         # The same for the languages issue's "languages" list.
@@ -234,7 +234,7 @@ async def test_camera_video_and_server_side_hangup(server: str, question_wav: Pa
         assert await page.locator("#language option").all_inner_texts() == [
             "Automatic", "English (en)", "German (de)"]
         await page.select_option("#language", "en")  # this server accepts "en" only
-        await page.select_option("#video-source", "camera")
+        await page.check("#camera")
         async with page.expect_request("**/v1/calls") as offer:
             await page.click("#call")
         assert (await offer.value).post_data_json["options"] == {"language": "en"}

@@ -54,8 +54,8 @@
     language: $("language"),
     languageLabel: $("language-label"),
     voice: $("voice"),
-    videoSource: $("video-source"),
-    videoSourceLabel: $("video-source-label"),
+    camera: $("camera"),
+    videoPanel: $("video-panel"),
     prompt: $("system-prompt"),
     videoSlot: $("video-slot"),
     localVideo: $("local-video"),
@@ -177,7 +177,7 @@
   function setInCall(active) {
     ui.call.disabled = active;
     ui.hangup.disabled = !active;
-    for (const el of [ui.voice, ui.prompt, ui.language, ui.videoSource]) el.disabled = active;
+    for (const el of [ui.voice, ui.prompt, ui.language, ui.camera]) el.disabled = active;
     document.body.classList.toggle("in-call", active);
     setChatEnabled(false);
   }
@@ -411,6 +411,9 @@
         break;
       case "metrics":
         onMetrics(ev);
+        break;
+      case "vision.used":
+        if (window.callbotVideo) window.callbotVideo.onVisionUsed(ev);
         break;
       case "error":
         if (ev.code === "max_duration") {
@@ -902,7 +905,7 @@ registerProcessor("callbot-level-tap", LevelTap);
     ui.hangup.focus(); // focus follows the control that is now live
     setConnection("connecting", "Opening microphone…");
     renderState();
-    const videoSource = ui.videoSource.hidden ? "" : ui.videoSource.value;
+    const videoSource = !ui.videoPanel.hidden && ui.camera.checked ? "camera" : "";
     // The audio graph is made inside the click, so the browser lets it play.
     const audioReady = startAudio();
 
@@ -950,9 +953,13 @@ registerProcessor("callbot-level-tap", LevelTap);
       pc.addTransceiver("audio", { direction: "recvonly" });
       if (localStream) for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
     }
+    // video.js: screen sharing instead of the camera, when asked
+    if (window.callbotVideo) {
+      await window.callbotVideo.beforeOffer(pc, localStream || new MediaStream());
+    }
     pc.ontrack = (e) => {
       runHooks("track", e);
-      if (e.track.kind !== "audio") return;
+      if (e.track.kind !== "audio") return window.callbotVideo?.onTrack(e); // the bot's video
       const stream = e.streams[0] || new MediaStream([e.track]);
       connectRemote(callbot.audio, stream);
     };
@@ -1160,6 +1167,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       callbot.lastPc = pc; // kept for tests that inspect the finished call
     }
     stopLocal();
+    if (window.callbotVideo) window.callbotVideo.onEnd();
     ui.remoteAudio.srcObject = null;
     finishBot();
     conv.userPartial = null;
@@ -1231,11 +1239,8 @@ registerProcessor("callbot-level-tap", LevelTap);
       ui.language.hidden = ui.languageLabel.hidden = false;
     }
     const video = !!(h.vision || h.bot_video);
-    ui.videoSource.hidden = ui.videoSourceLabel.hidden = !video;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
-      const screen = ui.videoSource.querySelector('option[value="screen"]');
-      if (screen) screen.remove();
-    }
+    // Camera, screen sharing and the bot's tile (video.js) only where the server uses video.
+    ui.videoPanel.hidden = !video;
     if (typeof h.llm === "string") {
       ui.detailModel.textContent = `${h.llm}${h.asr ? ` · speech recognition ${h.asr}` : ""}`;
       if (TINY_MODEL.test(h.llm)) {
@@ -1291,7 +1296,8 @@ registerProcessor("callbot-level-tap", LevelTap);
     const text = ui.textInput.value.trim();
     if (!text) return;
     const at = callbot.audio ? callbot.audio.ctx.currentTime : 0;
-    if (sendMessage({ type: "input.text", text })) {
+    const extra = window.callbotVideo ? window.callbotVideo.messageExtras() : {}; // look flag
+    if (sendMessage({ type: "input.text", text, ...extra })) {
       conv.typed.push({ text, at });
       ui.textInput.value = "";
     } else {
