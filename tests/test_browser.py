@@ -215,21 +215,24 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
 async def test_camera_video_and_server_side_hangup(server: str, question_wav: Path) -> None:
     async with chromium_page(question_wav) as page:
         await page.goto(f"{server}/")
-        await page.evaluate("window.callbot.whenHealth")
-        # No server says "vision" yet: the video option stays hidden.
-        assert await page.locator("#video-panel").is_hidden()
-        # Until the sight issue adds "vision" to /healthz, the test adds it to the real
-        # answer (the only rewritten response in these tests) to see the option appear.
-        # The same for the languages issue's "languages" list.
-        assert await page.locator("#language").is_hidden()
+        # The video panel (camera, screen, the bot's tile) shows only when /healthz says the
+        # server uses video, and the language picker only with a "languages" list: the test
+        # rewrites the real /healthz answer (the only rewritten response in these tests) to
+        # see both ways on one server.
+        async def health_with(extra: dict[str, Any]) -> None:
+            async def rewrite(route: Any) -> None:
+                response = await route.fetch()
+                await route.fulfill(response=response, json=(await response.json()) | extra)
+            await page.unroute("**/healthz")
+            await page.route("**/healthz", rewrite)
+            await page.reload()
+            await page.evaluate("window.callbot.whenHealth")
 
-        async def with_vision(route: Any) -> None:
-            response = await route.fetch()
-            extra = {"vision": "x", "languages": ["en", "de"]}
-            await route.fulfill(response=response, json=(await response.json()) | extra)
-        await page.route("**/healthz", with_vision)
-        await page.reload()
-        await page.evaluate("window.callbot.whenHealth")
+        await health_with({"vision": None, "bot_video": False})
+        assert await page.locator("#video-panel").is_hidden()
+        assert await page.locator("#language").is_hidden()
+        await health_with({"vision": "x", "languages": ["en", "de"]})
+        assert await page.locator("#video-panel").is_visible()
         await page.click("#settings summary")
         assert await page.locator("#language option").all_inner_texts() == [
             "Automatic", "English (en)", "German (de)"]
