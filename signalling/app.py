@@ -20,6 +20,7 @@ from .config import CallbotConfig, ConfigError
 from .errors import json_errors
 from .hooks import CallHooks
 from .openapi import openapi
+from .realtime import setup as setup_realtime
 from .routes import routes
 from .shared import SharedStore
 from .state import STATE, AppState
@@ -66,6 +67,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     config = config or CallbotConfig()
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
+    setup_realtime(app)  # the OpenAI Realtime protocol: /v1/realtime...
     app.router.add_get("/v1/openapi.json", openapi)
 
     async def start(app: web.Application) -> None:
