@@ -89,8 +89,9 @@ def build_corpus(folder: Path, passages: int) -> None:
                        if len(p.split()) > 8 and not p.startswith("#")]
     per_file = 5
     for n in range(passages // per_file):
-        body = "\n\n".join(f"Branch {n}, note {i}: {paragraphs[(n * per_file + i) % len(paragraphs)]}"
-                           for i in range(per_file))
+        body = "\n\n".join(
+            f"Branch {n}, note {i}: {paragraphs[(n * per_file + i) % len(paragraphs)]}"
+            for i in range(per_file))
         (folder / f"branch-{n:04d}.txt").write_text(body)
 
 
@@ -169,9 +170,9 @@ def latency(kb: KnowledgeBase, questions: list[dict[str, Any]], rounds: int) -> 
 
 def answers(llm_name: str, kb: KnowledgeBase, questions: list[dict[str, Any]],
             max_tokens: int) -> dict[str, Any]:
-    from callbot.pipeline.llm.llama_local import smollm2_gguf_path
-
     from llama_cpp import Llama
+
+    from callbot.pipeline.llm.llama_local import smollm2_gguf_path
 
     if llm_name == "qwen2.5-1.5b":
         from callbot.pipeline.llm.quality import qwen_gguf_path

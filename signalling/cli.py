@@ -1,4 +1,4 @@
-"""`callbot` command line: `callbot serve`, `callbot loadtest`."""
+"""`callbot` command line: `callbot serve`, `callbot loadtest`, `callbot kb`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from aiohttp import web
 
 from callbot import loadtest
 from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
+from callbot.pipeline.settings import LOCAL_LLM_MODELS
 
+from . import kb_cli
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
 
@@ -38,7 +40,14 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--asr-model", choices=["tiny.en", "base"])
     p.add_argument("--llm-base-url", help="OpenAI-compatible server, e.g. http://host:8000/v1 "
                                           "(default: the embedded model)")
-    p.add_argument("--llm-model", help="model name sent to that server")
+    p.add_argument("--llm-model", help="embedded model: smollm2-135m (default) or "
+                                       "qwen2.5-1.5b (extra 'quality'); with --llm-base-url, "
+                                       "the model name sent to that server")
+    p.add_argument("--kb", dest="kb_db", metavar="FILE",
+                   help="knowledge base to answer from (built by `callbot kb add`; "
+                        "env CALLBOT_KB_DB)")
+    p.add_argument("--memory", action="store_true", default=None,
+                   help="remember known callers between calls (env CALLBOT_MEMORY)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -54,8 +63,13 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "auth.allowed_origins": args.allowed_origins,
         "engines.asr_model": args.asr_model,
         "engines.openai_base_url": args.llm_base_url,
-        "engines.openai_model": args.llm_model,
+        "knowledge.db": args.kb_db,
+        "memory.enabled": args.memory,
     }
+    if args.llm_model in LOCAL_LLM_MODELS and not args.llm_base_url:
+        flags["engines.llm_model"] = args.llm_model
+    else:
+        flags["engines.openai_model"] = args.llm_model
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.llm_base_url:
         overrides["engines.llm_backend"] = "openai"
@@ -85,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     loadtest.add_parser(sub)
+    kb_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "loadtest":
         return loadtest.main(args)
+    if args.command == "kb":
+        return kb_cli.main(args)
     if args.command == "serve":
         logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
         for handler in logging.getLogger().handlers:

@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .augmentation import call_extras
+from .auth import Principal
 from .call import Call, CallOptions
 from .errors import ApiError
 from .registry import CallLimitReached
@@ -96,7 +98,7 @@ async def create_call(request: web.Request) -> web.Response:
         raise
     state.admit(principal)  # per-client concurrency and rate: 429
     try:
-        call, answer = await _negotiate(request, state)
+        call, answer = await _negotiate(request, state, principal)
     except BaseException:
         state.limiter.release(principal.client_id)
         raise
@@ -104,12 +106,14 @@ async def create_call(request: web.Request) -> web.Response:
     return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
 
 
-async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
+async def _negotiate(request: web.Request, state: AppState,
+                     principal: Principal) -> tuple[Call, str]:
     limits = state.config.limits
     body = await _read_json(request, limits.max_body_bytes)
     sdp = _validate_offer(body, limits.max_sdp_bytes)
     options = _validate_options(body.get("options"), state)
     options = await state.hook_runner.options_for(request, options)
+    extras = await call_extras(state, options, principal)
     ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
     try:
         state.registry.reserve()
@@ -119,9 +123,12 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
                        f"the server is at its limit of {limits.max_calls} calls; try again later"
                        ) from None
     call = Call(
-        state.config, state.engines, options,
+        state.config, state.engines, extras.options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
+        context_sources=extras.sources, caller_id=extras.caller_id,
     )
+    if extras.memory:
+        call.session.add_context(extras.memory)
     try:
         answer = await call.answer(sdp)
     except Exception as exc:

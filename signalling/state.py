@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,6 +20,11 @@ from .metrics import CallMetrics
 from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
 
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge import KnowledgeBase
+
+    from .memory_routes import MemoryService
+
 
 @dataclass
 class AppState:
@@ -31,6 +37,8 @@ class AppState:
     limiter: ClientLimiter = field(init=False)
     hook_runner: HookRunner = field(init=False)
     draining: bool = False
+    knowledge: KnowledgeBase | None = None  # config.knowledge.db, opened at start-up
+    memory: MemoryService | None = None  # config.memory.enabled
 
     def __post_init__(self) -> None:
         limits = self.config.limits
@@ -72,6 +80,8 @@ class AppState:
         if client is not None:
             self.limiter.release(client)
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
+        if self.memory is not None:
+            self.memory.call_ended(call)
         self.metrics.call_ended(
             call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late
         )
