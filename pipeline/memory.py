@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS memories_caller ON memories(caller_id, created_at);
 """
 
 
-class MemoryError(PipelineError):
+class CallerMemoryError(PipelineError):
     """The memory store cannot be used."""
 
 
@@ -80,7 +80,7 @@ class CallerMemory:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise MemoryError(f"{self.path}: cannot use as caller memory ({exc})") from None
+            raise CallerMemoryError(f"{self.path}: cannot use as caller memory ({exc})") from None
 
     def close(self) -> None:
         with self._lock:
