@@ -212,6 +212,8 @@ def answers(llm_name: str, kb: KnowledgeBase, questions: list[dict[str, Any]],
             if first is not None:
                 first_tokens.append((first - t0) * 1000)
             ok = mentions(text, q["answer"])
+            print(f"  {llm_name} kb={with_kb} right={ok} {q['q']!r}: {text.strip()[:100]!r}",
+                  flush=True)
             right += ok
             rows.append({"q": q["q"], "reply": text.strip(), "right": ok})
         key = "with_kb" if with_kb else "without_kb"

@@ -68,21 +68,28 @@ class KnowledgeSource:
 
     def __init__(self, kb: KnowledgeBase, *, passages: int = 3, token_budget: int = 300,
                  min_similarity: float = 0.84, rare_word_similarity: float = 0.75,
-                 timeout_s: float = 2.0) -> None:
+                 margin: float = 0.03, timeout_s: float = 2.0) -> None:
         self.kb = kb
         self.passages = passages
         self.token_budget = token_budget
         self.min_similarity = min_similarity
         self.rare_word_similarity = rare_word_similarity
+        self.margin = margin
         self.timeout_s = timeout_s
 
     def relevant(self, query: str) -> list[SearchHit]:
         """Blocking: the best hits that are about the question. A passage counts when its
         meaning is close enough (`min_similarity`), or a little less close but it holds a
-        rare word of the question (a name, a product: `rare_word_similarity`)."""
+        rare word of the question (a name, a product: `rare_word_similarity`). Passages much
+        less similar than the best one (by more than `margin`) are left out: a small model
+        mixes up the numbers of passages it does not need."""
         hits = self.kb.search(query, limit=max(self.passages, 1))
-        return [h for h in hits if h.similarity >= self.min_similarity
-                or (h.rare_match and h.similarity >= self.rare_word_similarity)]
+        found = [h for h in hits if h.similarity >= self.min_similarity
+                 or (h.rare_match and h.similarity >= self.rare_word_similarity)]
+        if not found:
+            return []
+        best = max(h.similarity for h in found)
+        return [h for h in found if h.similarity >= best - self.margin]
 
     async def context_for(self, request: TurnRequest) -> TurnContext | None:
         if not request.text.strip():
