@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from . import events as ev
+from .asr.prompt import asr_prompt
 from .augment import ContextSource, TurnRequest, gather_context
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
@@ -30,7 +31,7 @@ from .llm.base import ChatMessage
 from .llm.tools import Tool
 from .settings import TurnSettings
 from .text import SentenceChunker
-from .turn_policy import EndOfTurnPolicy, TranscriptRule
+from .turn_policy import EndOfTurnPolicy, default_policy
 from .vad import SegmentEvent, SpeechSegmenter, VoiceActivityDetector, WebRtcVad
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class VoiceSession:
         self._emit = emit
         self._voice = voice
         self._language = language
-        self.policy = policy or TranscriptRule(endpointing)
+        self.policy = policy or default_policy(endpointing, engines.turn_model)
         self._segmenter = SpeechSegmenter(
             vad or WebRtcVad(endpointing.vad_aggressiveness), endpointing.segmenter
         )
@@ -129,6 +130,7 @@ class VoiceSession:
         self._carry_over = ""  # words of a turn retracted because it was answered unheard
         self._partial_task: asyncio.Task[None] | None = None
         self._partial_at_ms = 0
+        self._partials_skipped = 0  # in the current segment, reported in `metrics`
         self._closed = False
         self.state: ev.BotStateName = "listening"
 
@@ -224,6 +226,7 @@ class VoiceSession:
 
     def _on_speech_started(self) -> None:
         self._partial_at_ms = 0
+        self._partials_skipped = 0
         self._send(ev.SpeechStarted())
         if self._active is not None and self.settings.interruption.enabled:
             self._interrupt("barge_in")
@@ -234,6 +237,7 @@ class VoiceSession:
         audio = self._segmenter.voiced_audio()
         speech_end = time.perf_counter() - self._segmenter.silence_ms / 1000
         turn = Turn(id=next(self._turn_ids), history_len=len(self.history), speech_end=speech_end)
+        turn.timings["partials_skipped"] = self._partials_skipped
         turn.task = asyncio.create_task(self._answer(turn, audio=audio))
         self._pending = turn
         if self.policy.uses_audio:
@@ -325,17 +329,23 @@ class VoiceSession:
         if (
             self._partial_task is not None
             or seg_ms - self._partial_at_ms < self.settings.endpointing.partial_interval_ms
-            or self._engines.asr.busy
         ):
             return
         self._partial_at_ms = seg_ms
+        if self._engines.asr.busy or self._segmenter.silence_ms > 0:
+            # The shared recognizer is busy (another call's turn, or ours): a preview now
+            # would delay a final. Nor start one as the caller falls silent: a pause is likely
+            # coming, and its final would wait behind the preview.
+            self._partials_skipped += 1
+            return
         audio = self._segmenter.segment_audio
         self._partial_task = asyncio.create_task(self._partial(audio))
 
     async def _partial(self, audio: np.ndarray) -> None:
         try:
             result = await self._engines.asr.transcribe(
-                audio, language=self._language, partial=True
+                audio, language=self._language, partial=True,
+                prompt=asr_prompt(self.history, len(self.history)),
             )
             if result.text and self._segmenter.in_segment:
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
@@ -359,7 +369,8 @@ class VoiceSession:
     async def _transcribe_and_reply(self, turn: Turn, audio: np.ndarray | None) -> None:
         if audio is not None:
             started = time.perf_counter()
-            result = await self._engines.asr.transcribe(audio, language=self._language)
+            result = await self._engines.asr.transcribe(
+                audio, language=self._language, prompt=asr_prompt(self.history, turn.history_len))
             turn.timings["asr_ms"] = (time.perf_counter() - started) * 1000
             turn.user_text = result.text
             turn.transcript_ready.set()
@@ -502,6 +513,8 @@ class VoiceSession:
             llm_done_ms=ms("llm_done_ms"), tts_first_ms=ms("tts_first_ms"),
             retrieval_ms=ms("retrieval_ms"), vision_ms=ms("vision_ms"),
             end_of_turn_ms=since_speech("commit"), first_audio_ms=since_speech("first_audio"),
+            turn_complete_p=None if turn.audio_complete is None else round(turn.audio_complete, 3),
+            partials_skipped=int(t["partials_skipped"]) if "partials_skipped" in t else None,
         ))
 
     # ---- plumbing -----------------------------------------------------------------------------

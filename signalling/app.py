@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from callbot.pipeline.engines import Engines, load_engines
+from callbot.pipeline.errors import EngineError
 from callbot.pipeline.settings import EngineSettings
+from callbot.pipeline.vision import VisionEngine, VisionSettings, load_vision
 from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 _MOUNTED = web.AppKey("callbot_mounted_ice_hosts", tuple)  # ice_hosts of each mounted app
 _engine_cache: dict[EngineSettings, Engines] = {}
 _engine_lock = threading.Lock()
+_vision_cache: dict[VisionSettings, VisionEngine | None] = {}
 
 
 def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) -> Engines:
@@ -61,6 +64,19 @@ def _open_knowledge(path: str) -> KnowledgeBase:
     return kb
 
 
+def shared_vision(settings: VisionSettings) -> VisionEngine | None:
+    """The vision engine, loaded once per process (blocking). An offline engine that cannot
+    load (rapidocr or opencv-data missing) leaves vision off, with a warning."""
+    with _engine_lock:
+        if settings not in _vision_cache:
+            try:
+                _vision_cache[settings] = load_vision(settings)
+            except EngineError as exc:
+                log.warning("vision is off: %s", exc)
+                _vision_cache[settings] = None
+        return _vision_cache[settings]
+
+
 def create_app(config: CallbotConfig | None = None, *, engines: Engines | None = None,
                hooks: CallHooks | None = None) -> web.Application:
     """A complete callbot app: call API, demo page, metrics.
@@ -87,7 +103,9 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
             loaded = engines
         else:
             loaded = await asyncio.to_thread(shared_engines, config.engines, prompt)
-        state = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
+        vision = await asyncio.to_thread(shared_vision, config.vision)
+        state = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
+                         vision=vision)
         state.knowledge = knowledge
         if config.memory.enabled:
             state.memory = await asyncio.to_thread(MemoryService, config, loaded)

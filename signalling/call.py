@@ -8,6 +8,7 @@ inside this call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -26,6 +27,8 @@ from callbot.pipeline.calllog import CALL_ID
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.llm.tools import Tool
 from callbot.pipeline.session import VoiceSession
+from callbot.pipeline.vision import VisionEngine, VisionSource
+from callbot.rtc.bot_video import BotVideoTrack, CaptionBoard
 from callbot.rtc.ice import IceServer, announce_public_ip
 from callbot.rtc.peer import (
     accept_offer,
@@ -36,6 +39,7 @@ from callbot.rtc.peer import (
 from callbot.rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
 
 from .config import CallbotConfig
+from .sight import camera_frames, show_event
 
 if TYPE_CHECKING:
     from callbot.pipeline.knowledge.source import PassageProvider
@@ -71,6 +75,7 @@ class Call:
         ice_servers: Sequence[IceServer] | None = None,  # None: config.ice_servers
         context_sources: Sequence[ContextSource] = (),
         caller_id: str | None = None,  # set only when this call's caller is remembered
+        vision: VisionEngine | None = None,  # reads the caller's camera when a turn asks
     ) -> None:
         self.id = uuid.uuid4().hex
         self.caller_id = caller_id
@@ -85,7 +90,12 @@ class Call:
         self.pc: RTCPeerConnection = new_peer_connection(
             config.ice_servers if ice_servers is None else ice_servers)
         self.output = PacedAudioTrack()
-        self.video = LatestVideoFrame()
+        vision_settings = config.vision
+        self.video = LatestVideoFrame(history_s=vision_settings.history_s)
+        self.vision = None if vision is None else VisionSource(
+            vision, functools.partial(camera_frames, self.video),
+            timeout_s=vision_settings.timeout_s, stale_s=vision_settings.stale_s)
+        self.bot_video: BotVideoTrack | None = None  # added if the caller offers video
         self.session = VoiceSession(
             engines,
             output=self.output,
@@ -95,7 +105,8 @@ class Call:
             voice=options.voice,
             language=options.language,
             tools=options.tools,
-            context_sources=context_sources,
+            context_sources=([self.vision] if self.vision is not None else [])
+            + list(context_sources),
         )
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self._channel: RTCDataChannel | None = None
@@ -122,6 +133,7 @@ class Call:
             "audio_frames_in": self.audio_frames_in,
             "audio_frames_out": self.output.frames_sent,
             "video_frames_in": self.video.frames_received,
+            "video_frames_out": self.bot_video.frames_sent if self.bot_video else 0,
         }
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -137,6 +149,12 @@ class Call:
             await accept_offer(pc, offer_sdp)
             shorten_audio_jitter_buffer(pc)
             pc.addTrack(self.output)
+            if self.config.vision.bot_video and any(
+                    t.kind == "video" for t in pc.getTransceivers()):
+                # The caller offered video: answer with the bot's captions and state.
+                self.bot_video = BotVideoTrack(CaptionBoard(),
+                                               fps=self.config.vision.bot_video_fps)
+                pc.addTrack(self.bot_video)
             sdp = await create_answer(pc)
             if self.config.ice_public_ip:
                 sdp = announce_public_ip(sdp, self.config.ice_public_ip)
@@ -217,6 +235,8 @@ class Call:
     # ---- events ----------------------------------------------------------------------------
 
     def send_event(self, event: ev.Event) -> None:
+        if self.bot_video is not None:
+            show_event(self.bot_video.board, event)
         if self._on_event is not None:
             self._on_event(self, event)
         for listener in list(self.listeners):
@@ -254,7 +274,10 @@ class Call:
                 return self._client_error("bad_message", "input.text needs a non-empty 'text'")
             if len(text) > limits.max_text_chars:
                 return self._client_error("bad_message", "input.text is too long")
-            self.session.submit_text(text)
+            look = data.get("look", False)
+            if not isinstance(look, bool):
+                return self._client_error("bad_message", "input.text 'look' must be a boolean")
+            self.session.submit_text(text, look=look)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()
         else:
@@ -297,6 +320,8 @@ class Call:
             task.cancel()
         await self.session.close()
         self.output.stop()
+        if self.bot_video is not None:
+            self.bot_video.stop()
         try:
             await asyncio.wait_for(self.pc.close(), timeout=5)
         except Exception:
@@ -304,7 +329,7 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._unsent.clear()
         self.listeners.clear()
-        self.video.frame = None
+        self.video.clear()
         self.state = "closed"
         self.closed.set()
         if self._on_closed is not None:

@@ -126,6 +126,7 @@ async def _negotiate(request: web.Request, state: AppState,
         state.config, state.engines, extras.options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
         context_sources=extras.sources, caller_id=extras.caller_id,
+        vision=state.vision,
     )
     if extras.memory:
         call.session.add_context(extras.memory)
@@ -170,6 +171,8 @@ async def healthz(request: web.Request) -> web.Response:
         "asr": state.config.engines.asr_model,
         "llm": state.engines.llm.name,
         "voices": list(state.engines.tts.voices),
+        "vision": state.vision.name if state.vision is not None else None,
+        "bot_video": state.config.vision.bot_video,
     })
 
 
@@ -183,7 +186,7 @@ def _demo_file(name: str) -> bytes:
     return (resources.files("callbot.web_demo") / name).read_bytes()
 
 
-_DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+_DEMO_TYPES = {"app.js": "text/javascript", "video.js": "text/javascript", "style.css": "text/css"}
 
 
 @routes.get("/")

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.engines import Engines
+from callbot.pipeline.vision import VisionEngine
 
 from .auth import Authenticator, Principal
 from .call import Call
@@ -31,6 +32,7 @@ class AppState:
     config: CallbotConfig
     engines: Engines
     hooks: CallHooks = field(default_factory=CallHooks)
+    vision: VisionEngine | None = None  # reads the caller's camera (None: vision off)
     registry: CallRegistry = field(init=False)
     metrics: CallMetrics = field(init=False)
     auth: Authenticator = field(init=False)

@@ -257,6 +257,9 @@
       case "metrics":
         onMetrics(ev);
         break;
+      case "vision.used":
+        if (window.callbotVideo) window.callbotVideo.onVisionUsed(ev);
+        break;
       case "error":
         showError(`Server error: ${ev.message} (${ev.code})`);
         break;
@@ -426,9 +429,10 @@
     };
 
     for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+    if (window.callbotVideo) await window.callbotVideo.beforeOffer(pc, localStream); // video.js
     // Receive the bot's voice even if the server adds its track only in the answer.
     pc.ontrack = (e) => {
-      if (e.track.kind !== "audio") return;
+      if (e.track.kind !== "audio") return window.callbotVideo?.onTrack(e); // bot's video
       const stream = e.streams[0] || new MediaStream([e.track]);
       if (ui.remoteAudio.srcObject !== stream) ui.remoteAudio.srcObject = stream;
       ui.remoteAudio.play().catch(() => {});
@@ -511,6 +515,7 @@
     deleteCall(callbot.callId);
     callbot.callId = null;
     stopLocal();
+    if (window.callbotVideo) window.callbotVideo.onEnd();
     ui.remoteAudio.srcObject = null;
     conv.userPartial = null;
     conv.bot = null;
@@ -551,7 +556,8 @@
     e.preventDefault();
     const text = ui.textInput.value.trim();
     if (!text) return;
-    if (sendMessage({ type: "input.text", text })) {
+    const extra = window.callbotVideo ? window.callbotVideo.messageExtras() : {}; // look flag
+    if (sendMessage({ type: "input.text", text, ...extra })) {
       conv.typed.push(text);
       ui.textInput.value = "";
     } else {
