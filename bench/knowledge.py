@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import statistics
 import tempfile
 import time
@@ -112,10 +111,15 @@ def indexing(work: Path, passages: int) -> tuple[KnowledgeBase, dict[str, Any]]:
 
 def grow(kb: KnowledgeBase, target: Path, passages: int) -> KnowledgeBase:
     """A copy of `kb` grown to `passages` passages (see the module docstring)."""
-    shutil.copy(kb.path, target)
+    import sqlite3
+
+    with sqlite3.connect(target) as copy:  # the backup API: includes what is still in the WAL
+        kb._db().backup(copy)
     big = KnowledgeBase(target)
     db = big._db()
     rows = db.execute("SELECT doc_id, heading, text, vector FROM passages").fetchall()
+    if not rows:
+        raise RuntimeError("nothing to grow from: the index is empty")
     rng = np.random.default_rng(7)
     need = passages - len(rows)
     db.execute("BEGIN")
