@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import inspect
 import itertools
 import logging
 import time
@@ -117,6 +119,7 @@ class VoiceSession:
         self._voice = voice
         self._language = language
         self.policy = policy or default_policy(endpointing, engines.turn_model)
+        self._policy_given = policy is not None
         self._segmenter = SpeechSegmenter(
             vad or WebRtcVad(endpointing.vad_aggressiveness), endpointing.segmenter
         )
@@ -132,6 +135,8 @@ class VoiceSession:
         self._partial_at_ms = 0
         self._partials_skipped = 0  # in the current segment, reported in `metrics`
         self._closed = False
+        self._vad_given = vad
+        self.speak_replies = True  # False: replies are text only (nothing is synthesized)
         self.state: ev.BotStateName = "listening"
 
     # ---- inputs -------------------------------------------------------------------------
@@ -210,6 +215,43 @@ class VoiceSession:
 
     def cancel_response(self) -> None:
         self._interrupt("cancelled")
+
+    def submit_audio(self, pcm: np.ndarray) -> None:
+        """A whole spoken turn at once (push-to-talk: the client decided it is over), 16 kHz
+        mono int16: transcribed and answered now, interrupting the bot."""
+        if pcm.size == 0 or self._closed:
+            return
+        self._interrupt("barge_in")
+        self._drop_speculation()
+        turn = Turn(id=next(self._turn_ids), history_len=len(self.history),
+                    speech_end=time.perf_counter())
+        self._pending = turn
+        turn.task = asyncio.create_task(self._answer(turn, audio=pcm))
+        self._commit(close_segment=False)
+
+    # ---- live changes (a protocol's session update) -----------------------------------------
+
+    def set_system_prompt(self, prompt: str) -> None:
+        """New instructions: the next reply follows them (one being generated keeps its own)."""
+        self.history[0] = {"role": "system", "content": prompt}
+
+    def set_voice(self, voice: str | None) -> None:
+        self._voice = voice
+
+    def set_tools(self, tools: Sequence[Tool]) -> None:
+        self.tools = list(tools) if self._engines.llm.supports_tools else []
+
+    def update_settings(self, settings: TurnSettings) -> None:
+        """New turn-taking settings; the VAD and segmenter change between turns only."""
+        self.settings = settings
+        if not self._policy_given:
+            self.policy = default_policy(settings.endpointing, self._engines.turn_model)
+        if not self._segmenter.in_segment:
+            endpointing = settings.endpointing
+            self._segmenter = SpeechSegmenter(
+                self._vad_given or WebRtcVad(endpointing.vad_aggressiveness),
+                endpointing.segmenter,
+            )
 
     async def close(self) -> None:
         self._closed = True
@@ -390,9 +432,25 @@ class VoiceSession:
         messages = self._messages(turn.history_len, user_text, extra)
         stream = self._engines.llm.stream_chat(
             messages, max_tokens=self.settings.reply.max_tokens,
-            temperature=self.settings.reply.temperature, tools=self.tools,
+            temperature=self.settings.reply.temperature,
+            tools=[self._after_commit(turn, tool) for tool in self.tools],
         )
         await self._deliver(turn, stream)
+
+    @staticmethod
+    def _after_commit(turn: Turn, tool: Tool) -> Tool:
+        """A tool call has effects (a booking, a message to the client): a speculative reply
+        makes it only once its turn is confirmed over."""
+        fn = tool.fn
+        if fn is None:
+            return tool
+
+        async def call(**kwargs: object) -> object:
+            await turn.committed_event.wait()
+            result = fn(**kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return dataclasses.replace(tool, fn=call)
 
     async def _guarded(self, turn: Turn, work: Awaitable[None]) -> None:
         """Runs a turn's work; a failure becomes an `error` event, never a dead call."""
@@ -469,6 +527,8 @@ class VoiceSession:
         return messages
 
     async def _speak(self, turn: Turn, text: str) -> None:
+        if not self.speak_replies:
+            return
         started = time.perf_counter()
         audio = await self._engines.tts.synthesize(text, voice=self._voice)
         if "tts_first_ms" not in turn.timings:

@@ -24,6 +24,7 @@ from .errors import json_errors
 from .hooks import CallHooks
 from .memory_routes import MemoryService, memory_routes
 from .openapi import openapi
+from .realtime import setup as setup_realtime
 from .routes import routes
 from .state import STATE, AppState
 
@@ -89,6 +90,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
     app.add_routes(memory_routes)
+    setup_realtime(app)  # the OpenAI Realtime protocol: /v1/realtime...
     app.router.add_get("/v1/openapi.json", openapi)
 
     async def start(app: web.Application) -> None:

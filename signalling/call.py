@@ -15,8 +15,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -47,6 +48,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENTS_LABEL = "events"
+
+
+class EventProtocol(Protocol):
+    """Another wire protocol on the call's data channel (e.g. the OpenAI Realtime events):
+    it gets the session's events and the channel's messages, and may take the caller's
+    audio first (push-to-talk)."""
+
+    label: str  # the data channel it speaks on
+
+    def on_event(self, event: ev.Event) -> None: ...
+
+    def on_message(self, message: str | bytes) -> None: ...
+
+    def feed(self, frame: np.ndarray) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class Call:
             + list(context_sources),
         )
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
+        self.protocol: EventProtocol | None = None  # None: callbot's own `events` channel
         self._channel: RTCDataChannel | None = None
         self._unsent: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -177,13 +193,17 @@ class Call:
     def _on_audio(self, frame: Any) -> None:
         self.audio_frames_in += 1
         self._last_audio = time.monotonic()
-        self.session.feed(frame)
+        if self.protocol is not None:
+            self.protocol.feed(frame)
+        else:
+            self.session.feed(frame)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != EVENTS_LABEL:
+        protocol = self.protocol
+        if channel.label != (EVENTS_LABEL if protocol is None else protocol.label):
             return
         self._channel = channel
-        channel.on("message", self._on_message)
+        channel.on("message", self._on_message if protocol is None else protocol.on_message)
         if channel.readyState == "open":
             self._flush_events()
         else:
@@ -241,7 +261,13 @@ class Call:
             self._on_event(self, event)
         for listener in list(self.listeners):
             listener(event)
-        message = json.dumps(event.to_wire(self.age_s * 1000), separators=(",", ":"))
+        if self.protocol is not None:
+            self.protocol.on_event(event)  # it sends what its protocol says, via send_raw
+            return
+        self.send_raw(json.dumps(event.to_wire(self.age_s * 1000), separators=(",", ":")))
+
+    def send_raw(self, message: str) -> None:
+        """One message on the data channel (kept until the channel opens, bounded)."""
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             channel.send(message)
@@ -277,6 +303,7 @@ class Call:
             look = data.get("look", False)
             if not isinstance(look, bool):
                 return self._client_error("bad_message", "input.text 'look' must be a boolean")
+            self._last_audio = time.monotonic()  # a typed turn is activity (text-only calls)
             self.session.submit_text(text, look=look)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()

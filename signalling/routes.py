@@ -103,7 +103,11 @@ async def create_call(request: web.Request) -> web.Response:
         state.limiter.release(principal.client_id)
         raise
     state.call_started(call, principal)
-    return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
+    limits = state.config.limits
+    return web.json_response({
+        "call_id": call.id, "sdp": answer, "type": "answer",
+        "max_call_s": limits.max_call_s, "idle_timeout_s": limits.idle_timeout_s,
+    }, status=201)
 
 
 async def _negotiate(request: web.Request, state: AppState,
@@ -154,6 +158,22 @@ async def list_calls(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/calls/{call_id}")
 async def delete_call(request: web.Request) -> web.Response:
+    return await _hang_up(request)
+
+
+@routes.post("/v1/calls/{call_id}/hangup")
+async def hangup_call(request: web.Request) -> web.Response:
+    """DELETE for `navigator.sendBeacon` (it can only POST): a page hanging up as it closes.
+
+    Same rules as DELETE (the unguessable call id is the capability), plus the Origin check
+    that offers get, so another site's page cannot end a call it learned the id of. The body,
+    if any, is ignored.
+    """
+    _state(request).auth.check_origin(request)
+    return await _hang_up(request)
+
+
+async def _hang_up(request: web.Request) -> web.Response:
     call: Call | None = _state(request).registry.get(request.match_info["call_id"])
     if call is None:
         raise ApiError(404, "call_not_found", "no active call with that id")
@@ -171,6 +191,7 @@ async def healthz(request: web.Request) -> web.Response:
         "asr": state.config.engines.asr_model,
         "llm": state.engines.llm.name,
         "voices": list(state.engines.tts.voices),
+        "max_call_s": state.config.limits.max_call_s,
         "vision": state.vision.name if state.vision is not None else None,
         "bot_video": state.config.vision.bot_video,
     })
