@@ -35,10 +35,12 @@ def kb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def kb_config(path: Path) -> Any:
-    # A long reply limit: these run beside other test runs on 2 shared cores.
+    # A long reply limit (these run beside other test runs on 2 shared cores) and greedy
+    # decoding: the 135M model's answers vary with sampling.
     return TEST_CONFIG.replace(knowledge=KnowledgeSettings(db=str(path)),
                                limits=Limits(call_rate_per_minute=100_000),
-                               turn=TurnSettings(reply=ReplySettings(timeout_s=90)))
+                               turn=TurnSettings(reply=ReplySettings(timeout_s=90,
+                                                                     temperature=0.0)))
 
 
 async def reply_of(caller: SyntheticCaller, after: int) -> tuple[str, dict[str, Any]]:
