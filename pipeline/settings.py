@@ -17,6 +17,8 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 ASR_MODELS = ("tiny.en", "base")
 LLM_BACKENDS = ("local", "openai")
+# Embedded models: the default, and the optional "quality" one (extra 'quality').
+LOCAL_LLM_MODELS = ("smollm2-135m", "qwen2.5-1.5b")
 TURN_MODELS = ("auto", "smart-turn-v3.2", "none")
 END_OF_TURN_POLICIES = ("transcript", "smart_turn", "smart_turn_only")
 
@@ -33,6 +35,7 @@ class EngineSettings:
     asr_threads: int = 2
     llm_backend: str = "local"  # "local" (embedded llama.cpp) or "openai"
     llm_threads: int = 2
+    llm_model: str = "smollm2-135m"  # embedded model: or "qwen2.5-1.5b" (extra 'quality')
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
     openai_api_key: str | None = None
@@ -57,6 +60,8 @@ class EngineSettings:
             raise SettingsError("asr_model: expected 'tiny.en' or 'base'")
         if self.llm_backend not in LLM_BACKENDS:
             raise SettingsError("llm_backend: expected 'local' or 'openai'")
+        if self.llm_model not in LOCAL_LLM_MODELS:
+            raise SettingsError("llm_model: expected 'smollm2-135m' or 'qwen2.5-1.5b'")
         _positive(self, "asr_threads", "llm_threads")
 
 

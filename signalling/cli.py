@@ -1,4 +1,5 @@
-"""`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`."""
+"""`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
+`callbot kb`."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from aiohttp import web
 from callbot import loadtest
 from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
 from callbot.pipeline.engines import Engines
-from callbot.pipeline.settings import EngineSettings
+from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 
+from . import kb_cli
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
 from .engine_server import serve_engines
@@ -44,7 +46,14 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--asr-model", choices=["tiny.en", "base"])
     p.add_argument("--llm-base-url", help="OpenAI-compatible server, e.g. http://host:8000/v1 "
                                           "(default: the embedded model)")
-    p.add_argument("--llm-model", help="model name sent to that server")
+    p.add_argument("--llm-model", help="embedded model: smollm2-135m (default) or "
+                                       "qwen2.5-1.5b (extra 'quality'); with --llm-base-url, "
+                                       "the model name sent to that server")
+    p.add_argument("--kb", dest="kb_db", metavar="FILE",
+                   help="knowledge base to answer from (built by `callbot kb add`; "
+                        "env CALLBOT_KB_DB)")
+    p.add_argument("--memory", action="store_true", default=None,
+                   help="remember known callers between calls (env CALLBOT_MEMORY)")
     p.add_argument("--asr-url", help="ASR on an inference server (OpenAI-compatible "
                                      "/audio/transcriptions), e.g. http://models:9000/v1")
     p.add_argument("--tts-url", help="TTS on an inference server (OpenAI-compatible "
@@ -86,12 +95,17 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "auth.allowed_origins": args.allowed_origins,
         "engines.asr_model": args.asr_model,
         "engines.openai_base_url": args.llm_base_url,
-        "engines.openai_model": args.llm_model,
         "engines.asr_url": args.asr_url,
         "engines.tts_url": args.tts_url,
         "cluster.redis_url": args.cluster,
         "cluster.advertise_url": args.advertise_url,
+        "knowledge.db": args.kb_db,
+        "memory.enabled": args.memory,
     }
+    if args.llm_model in LOCAL_LLM_MODELS and not args.llm_base_url:
+        flags["engines.llm_model"] = args.llm_model
+    else:
+        flags["engines.openai_model"] = args.llm_model
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.llm_base_url:
         overrides["engines.llm_backend"] = "openai"
@@ -135,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _engines_parser(sub)
     loadtest.add_parser(sub)
+    kb_cli.add_parser(sub)
     return parser
 
 
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "loadtest":
         return loadtest.main(args)
+    if args.command == "kb":
+        return kb_cli.main(args)
     if args.command == "engines":
         _logging(args.log_level)
         settings = EngineSettings(asr_model=args.asr_model, asr_threads=args.asr_threads,

@@ -78,6 +78,42 @@ class ClusterSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class KnowledgeSettings:
+    """The documents the bot answers from (`callbot kb add ...`); off while `db` is unset."""
+
+    db: str | None = None  # the index file built by `callbot kb add`
+    passages: int = 3  # at most this many passages per turn
+    token_budget: int = 300  # and at most about this many tokens of them
+    min_similarity: float = 0.84  # a passage less similar to the question is not "found"
+    timeout_s: float = 2.0  # retrieval slower than this is skipped for the turn
+
+    def __post_init__(self) -> None:
+        if self.passages < 1 or self.token_budget < 20 or self.timeout_s <= 0:
+            raise ConfigError("passages >= 1, token_budget >= 20 and timeout_s > 0 are required")
+        if not -1 <= self.min_similarity <= 1:
+            raise ConfigError("min_similarity: expected -1..1")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySettings:
+    """Caller memory: off by default. Only callers with an identity (a signed call token's
+    `sub`, or `CallOptions.caller_id` set by the app) are remembered."""
+
+    enabled: bool = False
+    db: str = "callbot-memory.sqlite"
+    retention_days: float = 30.0  # older notes are deleted
+    max_chars: int = 800  # of remembered notes given to a call
+    summarizer: str = "auto"  # "llm", "last_turns", or "auto": llm unless the 135M default
+    keep_transcripts: bool = False  # store the full conversation with each note
+
+    def __post_init__(self) -> None:
+        if self.retention_days <= 0 or self.max_chars < 50:
+            raise ConfigError("retention_days > 0 and max_chars >= 50 are required")
+        if self.summarizer not in ("auto", "llm", "last_turns"):
+            raise ConfigError("summarizer: expected 'auto', 'llm' or 'last_turns'")
+
+
+@dataclasses.dataclass(frozen=True)
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -89,6 +125,8 @@ class CallbotConfig:
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    knowledge: KnowledgeSettings = dataclasses.field(default_factory=KnowledgeSettings)
+    memory: MemorySettings = dataclasses.field(default_factory=MemorySettings)
     vision: VisionSettings = dataclasses.field(default_factory=VisionSettings)
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
 
@@ -184,6 +222,8 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
         return value
+    if field.type == "str | None" and raw is not None and not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected a string, got {raw!r}")
     if isinstance(default, float) or field.type in ("float | None",):
         if raw is None:
             return None
@@ -235,6 +275,15 @@ ENV_KEYS = {
     "CALLBOT_AUTH_TOKENS": "auth.bearer_tokens",
     "CALLBOT_AUTH_SIGNING_SECRET": "auth.signing_secret",
     "CALLBOT_ALLOWED_ORIGINS": "auth.allowed_origins",
+    "CALLBOT_LLM_LOCAL_MODEL": "engines.llm_model",
+    "CALLBOT_KB_DB": "knowledge.db",
+    "CALLBOT_KB_PASSAGES": "knowledge.passages",
+    "CALLBOT_KB_TOKEN_BUDGET": "knowledge.token_budget",
+    "CALLBOT_KB_MIN_SIMILARITY": "knowledge.min_similarity",
+    "CALLBOT_MEMORY": "memory.enabled",
+    "CALLBOT_MEMORY_DB": "memory.db",
+    "CALLBOT_MEMORY_RETENTION_DAYS": "memory.retention_days",
+    "CALLBOT_MEMORY_KEEP_TRANSCRIPTS": "memory.keep_transcripts",
     "CALLBOT_VISION_ENGINE": "vision.engine",
     "CALLBOT_VISION_BASE_URL": "vision.base_url",
     "CALLBOT_VISION_MODEL": "vision.model",

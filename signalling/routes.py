@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .augmentation import call_extras
+from .auth import Principal
 from .call import Call, CallOptions
 from .cluster import RedisStore, merge_metrics
 from .errors import ApiError
@@ -122,7 +124,7 @@ async def create_call(request: web.Request) -> web.Response:
             state.registry.release_reservation()
         raise
     try:
-        call, answer = await _negotiate(request, state, reserved=reserved)
+        call, answer = await _negotiate(request, state, principal, reserved=reserved)
     except BaseException:
         await state.store.release(principal.client_id)
         raise
@@ -152,8 +154,8 @@ async def _hand_on(request: web.Request, state: AppState) -> web.Response:
     return await forward_offer(request, store.http(), target, signed)
 
 
-async def _negotiate(request: web.Request, state: AppState, *, reserved: bool = False
-                     ) -> tuple[Call, str]:
+async def _negotiate(request: web.Request, state: AppState, principal: Principal, *,
+                     reserved: bool = False) -> tuple[Call, str]:
     """Read and check the offer, take a slot (unless `reserved`), answer."""
     limits = state.config.limits
     try:
@@ -161,6 +163,7 @@ async def _negotiate(request: web.Request, state: AppState, *, reserved: bool = 
         sdp = _validate_offer(body, limits.max_sdp_bytes)
         options = _validate_options(body.get("options"), state)
         options = await state.hook_runner.options_for(request, options)
+        extras = await call_extras(state, options, principal)
         ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
     except BaseException:
         if reserved:
@@ -175,10 +178,13 @@ async def _negotiate(request: web.Request, state: AppState, *, reserved: bool = 
                        f"the server is at its limit of {limits.max_calls} calls; try again later"
                        ) from None
     call = Call(
-        state.config, state.engines, options,
+        state.config, state.engines, extras.options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
+        context_sources=extras.sources, caller_id=extras.caller_id,
         vision=state.vision,
     )
+    if extras.memory:
+        call.session.add_context(extras.memory)
     try:
         answer = await call.answer(sdp)
     except Exception as exc:

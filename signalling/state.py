@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -21,6 +22,11 @@ from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
 from .shared import ClusterUnavailable, LocalStore, SharedStore
 
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge import KnowledgeBase
+
+    from .memory_routes import MemoryService
+
 
 @dataclass
 class AppState:
@@ -35,6 +41,8 @@ class AppState:
     hook_runner: HookRunner = field(init=False)
     store: SharedStore = field(init=False)  # LocalStore, or cluster.RedisStore (app start)
     draining: bool = False
+    knowledge: KnowledgeBase | None = None  # config.knowledge.db, opened at start-up
+    memory: MemoryService | None = None  # config.memory.enabled
 
     def __post_init__(self) -> None:
         limits = self.config.limits
@@ -95,6 +103,8 @@ class AppState:
             await self.store.release(client)
             await self.store.call_ended(call.id, client, call.close_reason or "unknown")
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
+        if self.memory is not None:
+            self.memory.call_ended(call)
         self.metrics.call_ended(
             call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late
         )
