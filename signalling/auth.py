@@ -114,6 +114,8 @@ class Principal:
     kind: str  # "anonymous" | "token" | "call_token"
     subject: str | None = None
     remote: str | None = None
+    nonce: tuple[str, float] | None = None  # a call token's (nonce, exp): the shared store
+    # (signalling/shared.py) claims it once across workers and nodes
 
 
 def is_loopback(host: str) -> bool:
@@ -167,7 +169,8 @@ class Authenticator:
             sub = payload.get("sub")
             client = f"sub:{sub}" if isinstance(sub, str) else f"ip:{remote}"
             return Principal(client_id=client, kind="call_token",
-                             subject=sub if isinstance(sub, str) else None, remote=remote)
+                             subject=sub if isinstance(sub, str) else None, remote=remote,
+                             nonce=(str(payload["nonce"]), float(payload["exp"])))  # type: ignore[arg-type]
         raise ApiError(401, "unauthorized", "invalid token")
 
 

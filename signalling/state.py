@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +23,12 @@ from .hooks import CallHooks, HookRunner
 from .metrics import CallMetrics
 from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
+from .shared import ClusterUnavailable, LocalStore, SharedStore
+
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge import KnowledgeBase
+
+    from .memory_routes import MemoryService
 
 
 @dataclass
@@ -36,7 +43,10 @@ class AppState:
     auth: Authenticator = field(init=False)
     limiter: ClientLimiter = field(init=False)
     hook_runner: HookRunner = field(init=False)
+    store: SharedStore = field(init=False)  # LocalStore, or cluster.RedisStore (app start)
     draining: bool = False
+    knowledge: KnowledgeBase | None = None  # config.knowledge.db, opened at start-up
+    memory: MemoryService | None = None  # config.memory.enabled
 
     def __post_init__(self) -> None:
         limits = self.config.limits
@@ -45,22 +55,40 @@ class AppState:
         self.auth = Authenticator(self.config.auth, self.config.host)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
+        self.store = LocalStore(self.limiter)
         self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
         self.language_voices = voices_by_language(
             self.allowed_languages(), self.engines.tts.voices, self.config.tts,
             self.config.engines.tts_voice)
 
-    def admit(self, principal: Principal) -> None:
-        """Per-client limits before a call is negotiated; 429 with Retry-After."""
+    def refuse_if_unavailable(self) -> None:
+        if not self.store.available:
+            self.metrics.call_rejected("cluster_unavailable")
+            raise ApiError(503, "cluster_unavailable",
+                           "the cluster's shared state (Redis) is unreachable: no new calls "
+                           "until it is back; calls in progress go on",
+                           headers={"Retry-After": "5"})
+
+    async def admit(self, principal: Principal) -> None:
+        """Single-use token and per-client limits before a call is negotiated: 401/429/503."""
         try:
-            self.limiter.admit(principal.client_id)
+            if principal.nonce is not None and not await self.store.use_nonce(*principal.nonce):
+                raise ApiError(401, "unauthorized", "this call token was already used")
+            await self.store.admit(principal.client_id)
         except RateLimited as exc:
             self.metrics.call_rejected("rate_limited")
             raise ApiError(429, "rate_limited", str(exc),
                            headers={"Retry-After": str(exc.retry_after)}) from None
+        except ClusterUnavailable:
+            self.refuse_if_unavailable()
+            raise
 
-    def call_started(self, call: Call, principal: Principal) -> None:
+    def client_of(self, call_id: str) -> str:
+        return self._clients.get(call_id, "unknown")
+
+    async def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
+        await self.store.call_started(call.id, principal.client_id, {})
         self.hook_runner.started(CallHandle(
             call, client_id=principal.client_id, subject=principal.subject,
             remote=principal.remote,
@@ -80,12 +108,15 @@ class AppState:
             text = redact_pii(event.text) if self.config.safety.redact_pii else event.text
             self.hook_runner.transcript(call.id, text)
 
-    def on_call_closed(self, call: Call) -> None:
+    async def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)
         client = self._clients.pop(call.id, None)
         if client is not None:
-            self.limiter.release(client)
+            await self.store.release(client)
+            await self.store.call_ended(call.id, client, call.close_reason or "unknown")
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
+        if self.memory is not None:
+            self.memory.call_ended(call)
         self.metrics.call_ended(
             call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late
         )
