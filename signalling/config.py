@@ -49,14 +49,27 @@ class Limits:
 class AuthSettings:
     """Who may start calls (see signalling/auth.py)."""
 
-    mode: str = "auto"  # "auto": none on a loopback listen address, else "token"; "none"; "token"
+    # "auto": open only for a local request (loopback peer, no proxy header, loopback Host
+    # and Origin) while no credential is configured, else a token; "none": open on purpose;
+    # "token": always a token.
+    mode: str = "auto"
     bearer_tokens: tuple[str, ...] = ()  # static API tokens (Authorization: Bearer ...)
+    admin_tokens: tuple[str, ...] = ()  # may list and end every call (and start calls)
     signing_secret: str | None = None  # verifies short-lived single-use call tokens
     allowed_origins: tuple[str, ...] = ()  # when set, a browser Origin outside it gets 403
+    # May a client set `options.system_prompt`? "auto": only an authenticated one (a token),
+    # never in the open mode; "allow"; "deny".
+    client_system_prompt: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "none", "token"):
             raise ConfigError("mode: expected 'auto', 'none' or 'token'")
+        if self.client_system_prompt not in ("auto", "allow", "deny"):
+            raise ConfigError("client_system_prompt: expected 'auto', 'allow' or 'deny'")
+        for name in ("bearer_tokens", "admin_tokens"):
+            for token in getattr(self, name):
+                if not token.isascii() or not token.isprintable() or " " in token:
+                    raise ConfigError(f"{name}: tokens must be printable ASCII without spaces")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +158,8 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         return _build(type(default), raw, f"{name}.")
     if field.name == "ice_servers":
         return tuple(_ice_server(item, f"{name}[{i}]") for i, item in enumerate(raw or []))
-    if field.name in ("ice_hosts", "languages", "bearer_tokens", "allowed_origins"):
+    if field.name in ("ice_hosts", "languages", "bearer_tokens", "admin_tokens",
+                      "allowed_origins", "ice_remote_networks"):
         if raw is None and field.name == "ice_hosts":
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
@@ -211,6 +225,8 @@ ENV_KEYS = {
     "CALLBOT_AUTH_TOKENS": "auth.bearer_tokens",
     "CALLBOT_AUTH_SIGNING_SECRET": "auth.signing_secret",
     "CALLBOT_ALLOWED_ORIGINS": "auth.allowed_origins",
+    "CALLBOT_AUTH_ADMIN_TOKENS": "auth.admin_tokens",
+    "CALLBOT_CLIENT_SYSTEM_PROMPT": "auth.client_system_prompt",
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from .call import Call, CallOptions
+from .auth import Principal
 from .errors import ApiError
 from .registry import CallLimitReached
 from .state import STATE, AppState
@@ -96,7 +97,7 @@ async def create_call(request: web.Request) -> web.Response:
         raise
     state.admit(principal)  # per-client concurrency and rate: 429
     try:
-        call, answer = await _negotiate(request, state)
+        call, answer = await _negotiate(request, state, principal)
     except BaseException:
         state.limiter.release(principal.client_id)
         raise
@@ -104,9 +105,15 @@ async def create_call(request: web.Request) -> web.Response:
     return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
 
 
-async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
+async def _negotiate(request: web.Request, state: AppState, principal: Principal
+                     ) -> tuple[Call, str]:
     limits = state.config.limits
     body = await _read_json(request, limits.max_body_bytes)
+    if (isinstance(body, dict) and isinstance(body.get("options"), dict)
+            and "system_prompt" in body["options"] and not state.client_prompt_allowed(principal)):
+        raise ApiError(403, "prompt_not_allowed",
+                       "this server does not let clients set 'system_prompt' "
+                       "(auth.client_system_prompt)")
     sdp = _validate_offer(body, limits.max_sdp_bytes)
     options = _validate_options(body.get("options"), state)
     options = await state.hook_runner.options_for(request, options)
@@ -139,14 +146,19 @@ async def _negotiate(request: web.Request, state: AppState) -> tuple[Call, str]:
 
 @routes.get("/v1/calls")
 async def list_calls(request: web.Request) -> web.Response:
-    _state(request).auth.authenticate(request, allow_call_tokens=False)  # an operator's view
-    registry = _state(request).registry
-    return web.json_response({"calls": [c.describe() for c in registry.all()]})
+    """The caller's own calls (every call for an admin token)."""
+    state = _state(request)
+    principal = state.auth.authenticate(request, purpose="list")
+    return web.json_response({"calls": [c.describe() for c in state.calls_of(principal)]})
 
 
 @routes.delete("/v1/calls/{call_id}")
 async def delete_call(request: web.Request) -> web.Response:
-    call: Call | None = _state(request).registry.get(request.match_info["call_id"])
+    """Hang up one of the caller's own calls; another's is a 404, as if it did not exist."""
+    state = _state(request)
+    principal = state.auth.authenticate(request, purpose="manage")
+    wanted = request.match_info["call_id"]
+    call = next((c for c in state.calls_of(principal) if c.id == wanted), None)
     if call is None:
         raise ApiError(404, "call_not_found", "no active call with that id")
     await call.close("hangup")

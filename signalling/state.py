@@ -36,10 +36,11 @@ class AppState:
         limits = self.config.limits
         self.registry = CallRegistry(limits.max_calls)
         self.metrics = CallMetrics(lambda: len(self.registry))
-        self.auth = Authenticator(self.config.auth, self.config.host)
+        self.auth = Authenticator(self.config.auth)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
         self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
+        self._owners: dict[str, str] = {}  # call id -> the identity that started it
 
     def admit(self, principal: Principal) -> None:
         """Per-client limits before a call is negotiated; 429 with Retry-After."""
@@ -52,10 +53,20 @@ class AppState:
 
     def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
+        self._owners[call.id] = principal.owner
         self.hook_runner.started(CallHandle(
             call, client_id=principal.client_id, subject=principal.subject,
             remote=principal.remote,
         ))
+
+    def calls_of(self, principal: Principal) -> list[Call]:
+        """The live calls `principal` may see and end: its own (all of them for an admin)."""
+        return [c for c in self.registry.all()
+                if c.id in self._owners and principal.owns(self._owners[c.id])]
+
+    def client_prompt_allowed(self, principal: Principal) -> bool:
+        policy = self.config.auth.client_system_prompt
+        return policy == "allow" or (policy == "auto" and principal.authenticated)
 
     def allowed_languages(self) -> tuple[str, ...]:
         return self.config.languages if self.config.engines.asr_model == "base" else ("en",)
@@ -68,6 +79,7 @@ class AppState:
 
     def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)
+        self._owners.pop(call.id, None)
         client = self._clients.pop(call.id, None)
         if client is not None:
             self.limiter.release(client)

@@ -1,0 +1,104 @@
+"""Memory over many calls: RSS sampled after every call, to tell a leak from allocator growth.
+
+Each call speaks one question and hears the full spoken reply (the load-test scenario's first
+step). The server runs in this process (callers too, so RSS includes them).
+
+    python3 -m bench.soak_curve --calls 200 [--concurrent 2] [--trim] [--tag NAME]
+    MALLOC_ARENA_MAX=2 python3 -m bench.soak_curve --calls 200 --tag arena2
+
+`--trim` calls glibc `malloc_trim(0)` after every call (what `limits.malloc_trim` does in the
+server). A leak keeps growing whatever the allocator settings; allocator growth (glibc arenas
+holding freed memory, one per thread that ever allocated) flattens with MALLOC_ARENA_MAX or trim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import gc
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from callbot import loadtest
+from callbot.pipeline.settings import EngineSettings
+from callbot.signalling.app import create_app, shared_engines
+from callbot.signalling.config import CallbotConfig
+
+from .common import LOOPBACK, proc_stats, save
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    engines = await asyncio.to_thread(shared_engines, EngineSettings())
+    app = create_app(CallbotConfig(ice_hosts=(LOOPBACK,)), engines=engines)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://{LOOPBACK}:{port}"
+    steps = loadtest.default_scenario()[:1]
+    plan = loadtest.plan_steps(steps, 1)
+    options = loadtest.LoadOptions(url=url, scenario=steps, ice_hosts=(LOOPBACK,),
+                                   hangup_delay_s=0.1)
+    samples: list[dict[str, Any]] = []
+    ok = 0
+    done = 0
+    started = time.monotonic()
+
+    async def one(n: int) -> None:
+        nonlocal ok, done
+        result = await loadtest.run_call(n, options, plan)
+        ok += bool(result["ok"])
+        done += 1
+        if args.trim:
+            _trim()
+        stats = proc_stats(os.getpid())
+        samples.append({"call": done, "t_s": round(time.monotonic() - started, 1),
+                        "rss_mb": stats["rss_mb"], "threads": stats["threads"],
+                        "fds": stats["fds"], "tasks": len(asyncio.all_tasks())})
+        if done % 10 == 0:
+            print(f"{done} calls, rss {stats['rss_mb']} MB", flush=True)
+
+    n = 0
+    while n < args.calls:
+        batch = min(args.concurrent, args.calls - n)
+        await asyncio.gather(*(one(n + i + 1) for i in range(batch)))
+        n += batch
+    gc.collect()
+    await asyncio.sleep(2)
+    final = proc_stats(os.getpid())
+    await runner.cleanup()
+    return {"calls": args.calls, "calls_ok": ok, "concurrent": args.concurrent,
+            "trim": args.trim, "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+            "samples": samples, "final": final}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--trim", action="store_true")
+    parser.add_argument("--tag", default="default")
+    args = parser.parse_args()
+    result = asyncio.run(soak(args))
+    rss = [s["rss_mb"] for s in result["samples"]]
+    marks = [0, 9, 24, 49, 99, 149, 199, 299, 399, len(rss) - 1]
+    print(f"{result['calls']} calls ({result['calls_ok']} ok), tag {args.tag}")
+    for i in sorted({m for m in marks if m < len(rss)}):
+        print(f"  after call {i + 1}: {rss[i]} MB")
+    save(f"soak_curve_{args.tag}", result)
+
+
+if __name__ == "__main__":
+    main()
