@@ -34,6 +34,8 @@ from callbot.rtc.peer import (
 )
 from callbot.rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
 
+from . import safejson
+from .channel_limits import TokenBucket
 from .config import CallbotConfig
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,12 @@ class Call:
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self._channel: RTCDataChannel | None = None
         self._unsent: list[str] = []
+        limits = config.limits
+        self._messages_in = TokenBucket(limits.channel_messages_per_s, limits.channel_burst)
+        self._typed_turns = TokenBucket(limits.typed_turns_per_minute / 60, limits.typed_turn_burst)
+        self._limit_error_at = -1e9  # when the last rate_limited error event went out
+        self._send_full_since: float | None = None  # the send buffer is over its bound since
+        self.events_dropped = 0  # events not sent: buffer full, or over the peer's size limit
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_audio = time.monotonic()
         self._packets_in = -1  # packets received from the peer, as last counted
@@ -181,6 +189,9 @@ class Call:
                 return await self.close("max_duration")
             if self.state == "active" and now - self._last_audio > limits.idle_timeout_s:
                 return await self.close("idle_timeout")
+            full = self._send_full_since
+            if full is not None and now - full > limits.send_stall_s:
+                return await self.close("send_buffer_full")
 
     def _heard_from_peer(self, now: float) -> float:
         """When a packet (RTP, RTCP, data channel) last came from the peer.
@@ -211,27 +222,61 @@ class Call:
         message = json.dumps(event.to_wire(self.age_s * 1000), separators=(",", ":"))
         channel = self._channel
         if channel is not None and channel.readyState == "open":
-            channel.send(message)
+            self._send(channel, message)
         elif len(self._unsent) < 256:  # before the channel opens; bounded
             self._unsent.append(message)
+
+    def _send(self, channel: RTCDataChannel, message: str) -> None:
+        """Send, or drop: past the send-buffer bound (a peer that stops reading), or a message
+        over the peer's `max-message-size`. Never raises: a lost event must not end the call."""
+        bound = self.config.limits.max_send_buffer_bytes
+        if channel.bufferedAmount + len(message) > bound:
+            self.events_dropped += 1
+            if self._send_full_since is None:
+                self._send_full_since = time.monotonic()
+                log.warning("call %s: the peer is not reading its data channel (%d bytes "
+                            "unsent): dropping events", self.id, channel.bufferedAmount)
+            return
+        self._send_full_since = None
+        try:
+            channel.send(message)
+        except Exception as exc:  # e.g. over the max-message-size the offer announced
+            self.events_dropped += 1
+            log.debug("call %s: event dropped: %s", self.id, exc)
 
     def _flush_events(self) -> None:
         channel = self._channel
         if channel is None:
             return
         for message in self._unsent:
-            channel.send(message)
+            self._send(channel, message)
         self._unsent.clear()
 
     def _on_message(self, message: str | bytes) -> None:
+        """A message from the caller; whatever it is, the call goes on."""
+        try:
+            self._handle_message(message)
+        except Exception:  # a bug must cost one message, not the call
+            log.exception("call %s: data-channel message failed", self.id)
+            self._client_error("bad_message", "the message could not be handled")
+
+    def _rate_limited(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._limit_error_at >= 1.0:  # one error a second, not one per message
+            self._limit_error_at = now
+            self._client_error("rate_limited", f"too many {what}; slow down")
+
+    def _handle_message(self, message: str | bytes) -> None:
         limits = self.config.limits
+        if not self._messages_in.take():
+            return self._rate_limited("messages")
         if isinstance(message, bytes) or len(message) > limits.max_event_bytes:
             return self._client_error("bad_message", "messages are JSON text of at most "
                                       f"{limits.max_event_bytes} bytes")
         try:
-            data = json.loads(message)
-        except json.JSONDecodeError:
-            return self._client_error("bad_message", "message is not valid JSON")
+            data = safejson.loads(message, max_depth=4)
+        except safejson.InvalidJson as exc:
+            return self._client_error("bad_message", f"message is not valid JSON ({exc})")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             return self._client_error("bad_message", "message needs a string 'type'")
         kind = data["type"]
@@ -241,6 +286,8 @@ class Call:
                 return self._client_error("bad_message", "input.text needs a non-empty 'text'")
             if len(text) > limits.max_text_chars:
                 return self._client_error("bad_message", "input.text is too long")
+            if not self._typed_turns.take():
+                return self._rate_limited("typed turns")
             self.session.submit_text(text)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()

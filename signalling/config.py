@@ -38,6 +38,21 @@ class Limits:
     max_calls_per_client: int = 4  # concurrent calls of one client (token subject or IP)
     call_rate_per_minute: float = 30.0  # call set-ups per client per minute (token bucket)
     drain_s: float = 10.0  # on shutdown: how long active calls may go on before being closed
+    # Slow clients (see signalling/slowclients.py): headers and body must arrive in time.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_pending_connections: int = 64  # connections without a finished request, beyond: closed
+    # One call's data channel: messages and typed turns per call (token buckets), and how much
+    # may wait unsent for a peer that stops reading before events are dropped / the call ends.
+    channel_messages_per_s: float = 10.0
+    channel_burst: int = 20
+    typed_turns_per_minute: float = 12.0
+    typed_turn_burst: int = 3
+    max_send_buffer_bytes: int = 256 * 1024
+    send_stall_s: float = 15.0  # the send buffer stays full this long: the call is ended
+    # The offer: what a browser needs is a handful of each.
+    max_m_lines: int = 8
+    max_remote_candidates: int = 24
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from importlib import resources
 from typing import Any
@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .call import Call, CallOptions
 from .auth import Principal
+from . import safejson
 from .errors import ApiError
 from .registry import CallLimitReached
 from .state import STATE, AppState
@@ -24,18 +25,32 @@ def _state(request: web.Request) -> AppState:
     return request.app[STATE]
 
 
-async def _read_json(request: web.Request, max_bytes: int) -> Any:
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the offer as application/json")
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, however it arrives (several TCP segments, chunked), up to `max_bytes`
+    (413) and within `timeout_s` (408: a client that trickles its body is dropped)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
-    body = await request.content.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    body = bytearray()
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    except TimeoutError:
+        raise ApiError(408, "body_timeout",
+                       f"the request body did not arrive within {timeout_s:g} s") from None
+    return bytes(body)
+
+
+async def _read_json(request: web.Request, max_bytes: int, timeout_s: float) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the offer as application/json")
+    body = await read_body(request, max_bytes, timeout_s)
+    try:
+        return safejson.loads(body)
+    except safejson.InvalidJson as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON ({exc})") from None
 
 
 def _validate_offer(body: Any, max_sdp_bytes: int) -> str:
@@ -108,7 +123,7 @@ async def create_call(request: web.Request) -> web.Response:
 async def _negotiate(request: web.Request, state: AppState, principal: Principal
                      ) -> tuple[Call, str]:
     limits = state.config.limits
-    body = await _read_json(request, limits.max_body_bytes)
+    body = await _read_json(request, limits.max_body_bytes, limits.body_timeout_s)
     if (isinstance(body, dict) and isinstance(body.get("options"), dict)
             and "system_prompt" in body["options"] and not state.client_prompt_allowed(principal)):
         raise ApiError(403, "prompt_not_allowed",

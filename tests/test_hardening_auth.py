@@ -88,7 +88,7 @@ async def _raw_post(base: str, auth_value: bytes) -> int:
 @pytest.mark.parametrize("value", [
     "Bearer tökén".encode(), b"Bearer \xff\xfe\xfd", "Bearer 令牌".encode(),
     b"Bearer a.b", b"Bearer \xc3\xa9.\xc3\xa9", b"Bearer " + b"x" * 5000, b"Bearer \x01\x02",
-])
+], ids=["latin", "bytes", "cjk", "bad-token", "utf8-token", "long", "control"])
 async def test_malformed_credentials_are_401(scoped: str, value: bytes) -> None:
     # 401; a control character is refused by the HTTP parser itself (400), never a 500.
     assert await _raw_post(scoped, value) in ((400,) if b"\x01" in value else (401,))
