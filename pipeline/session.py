@@ -132,6 +132,11 @@ class VoiceSession:
         self._closed = False
         self.state: ev.BotStateName = "listening"
 
+    @property
+    def hearing_speech(self) -> bool:
+        """The caller is speaking now (inside a voiced segment): activity, unlike silence."""
+        return self._segmenter.in_segment and not self._segmenter.paused
+
     # ---- inputs -------------------------------------------------------------------------
 
     def feed(self, frame: np.ndarray) -> None:

@@ -96,7 +96,8 @@ class Call:
         self._send_full_since: float | None = None  # the send buffer is over its bound since
         self.events_dropped = 0  # events not sent: buffer full, or over the peer's size limit
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_audio = time.monotonic()
+        self._last_audio = time.monotonic()  # the caller's last speech or typed turn
+        self._idle_warned = False
         self._packets_in = -1  # packets received from the peer, as last counted
         self._packets_at = time.monotonic()  # when that count last grew
         self._closing: asyncio.Task[None] | None = None
@@ -153,8 +154,13 @@ class Call:
 
     def _on_audio(self, frame: Any) -> None:
         self.audio_frames_in += 1
-        self._last_audio = time.monotonic()
         self.session.feed(frame)
+        if self.session.hearing_speech:  # silence (a muted microphone) is not activity
+            self._mark_active()
+
+    def _mark_active(self) -> None:
+        self._last_audio = time.monotonic()
+        self._idle_warned = False
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label != EVENTS_LABEL:
@@ -187,8 +193,14 @@ class Call:
             if self.age_s > limits.max_call_s:
                 self.send_event(ev.Error(code="max_duration", message="call time limit"))
                 return await self.close("max_duration")
-            if self.state == "active" and now - self._last_audio > limits.idle_timeout_s:
+            idle = now - self._last_audio if self.state == "active" else 0.0
+            if idle > limits.idle_timeout_s:
                 return await self.close("idle_timeout")
+            warn_before = min(15.0, limits.idle_timeout_s / 3)
+            if idle > limits.idle_timeout_s - warn_before and not self._idle_warned:
+                self._idle_warned = True
+                self.send_event(ev.IdleWarning(
+                    seconds_left=round(limits.idle_timeout_s - idle, 1)))
             full = self._send_full_since
             if full is not None and now - full > limits.send_stall_s:
                 return await self.close("send_buffer_full")
@@ -288,6 +300,7 @@ class Call:
                 return self._client_error("bad_message", "input.text is too long")
             if not self._typed_turns.take():
                 return self._rate_limited("typed turns")
+            self._mark_active()
             self.session.submit_text(text)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()

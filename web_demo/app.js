@@ -260,6 +260,10 @@
       case "error":
         showError(`Server error: ${ev.message} (${ev.code})`);
         break;
+      case "idle.warning":
+        showError(`No speech heard: the call ends in ${Math.round(ev.seconds_left)} s ` +
+                  "unless you speak (is your microphone muted?)");
+        break;
       default:
         break;
     }
