@@ -24,6 +24,7 @@ import numpy as np
 
 from . import events as ev
 from .augment import ContextSource, TurnContext, TurnRequest
+from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
 from .llm.base import ChatMessage
@@ -478,7 +479,9 @@ class VoiceSession:
         for block in extra:
             messages.append({"role": "system", "content": block})
         messages.append({"role": "user", "content": user_text})
-        return messages
+        reply = self.settings.reply
+        return fit_messages(messages, reply.context_window_tokens - reply.max_tokens,
+                            lambda text: estimate_tokens(text, reply.bytes_per_token))
 
     async def _speak(self, turn: Turn, text: str) -> None:
         started = time.perf_counter()
