@@ -94,6 +94,10 @@ class CallbotConfig:
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
     ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
+    # Remote candidates that get connectivity checks (CIDRs). None: automatic — a public
+    # deployment (ice_public_ip, or a global ice_hosts address) checks global addresses only
+    # (no loopback/private/link-local); a loopback or private one checks any unicast address.
+    ice_remote_networks: tuple[str, ...] | None = None
     languages: tuple[str, ...] = ("en",)  # what a call may ask for (ASR + conversation)
     limits: Limits = dataclasses.field(default_factory=Limits)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
@@ -106,6 +110,12 @@ class CallbotConfig:
         for host in self.ice_hosts or ():
             if not _is_ip(host):
                 raise ConfigError(f"ice_hosts: {host!r} is not an IP address")
+        for network in self.ice_remote_networks or ():
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"ice_remote_networks: {network!r} is not a network (CIDR)"
+                                  ) from None
         if self.ice_public_ip is not None and not _is_ip(self.ice_public_ip):
             raise ConfigError(f"ice_public_ip: {self.ice_public_ip!r} is not an IP address")
 
@@ -175,7 +185,7 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         return tuple(_ice_server(item, f"{name}[{i}]") for i, item in enumerate(raw or []))
     if field.name in ("ice_hosts", "languages", "bearer_tokens", "admin_tokens",
                       "allowed_origins", "ice_remote_networks"):
-        if raw is None and field.name == "ice_hosts":
+        if raw is None and field.name in ("ice_hosts", "ice_remote_networks"):
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -229,6 +239,7 @@ ENV_KEYS = {
     "CALLBOT_PORT": "port",
     "CALLBOT_ICE_HOSTS": "ice_hosts",
     "CALLBOT_ICE_PUBLIC_IP": "ice_public_ip",
+    "CALLBOT_ICE_REMOTE_NETWORKS": "ice_remote_networks",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",

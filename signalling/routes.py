@@ -10,6 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from .call import Call, CallOptions
+from callbot.rtc.offer_guard import OfferRefused, guard_offer
+
 from .auth import Principal
 from . import safejson
 from .errors import ApiError
@@ -74,6 +76,16 @@ def _validate_offer(body: Any, max_sdp_bytes: int) -> str:
     return sdp
 
 
+def _guard_offer(sdp: str, state: AppState) -> str:
+    limits = state.config.limits
+    try:
+        return guard_offer(sdp, max_m_lines=limits.max_m_lines,
+                           max_candidates=limits.max_remote_candidates,
+                           policy=state.candidate_policy)
+    except OfferRefused as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+
+
 def _validate_options(raw: Any, state: AppState) -> CallOptions:
     if raw is None:
         return CallOptions()
@@ -129,7 +141,7 @@ async def _negotiate(request: web.Request, state: AppState, principal: Principal
         raise ApiError(403, "prompt_not_allowed",
                        "this server does not let clients set 'system_prompt' "
                        "(auth.client_system_prompt)")
-    sdp = _validate_offer(body, limits.max_sdp_bytes)
+    sdp = _guard_offer(_validate_offer(body, limits.max_sdp_bytes), state)
     options = _validate_options(body.get("options"), state)
     options = await state.hook_runner.options_for(request, options)
     ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)

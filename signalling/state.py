@@ -8,6 +8,7 @@ from aiohttp import web
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.engines import Engines
+from callbot.rtc.offer_guard import CandidatePolicy, local_ice_addresses
 
 from .auth import Authenticator, Principal
 from .call import Call
@@ -30,6 +31,7 @@ class AppState:
     auth: Authenticator = field(init=False)
     limiter: ClientLimiter = field(init=False)
     hook_runner: HookRunner = field(init=False)
+    candidate_policy: CandidatePolicy = field(init=False)
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -39,6 +41,11 @@ class AppState:
         self.auth = Authenticator(self.config.auth)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
+        config = self.config
+        self.candidate_policy = CandidatePolicy.for_deployment(
+            config.ice_remote_networks,
+            config.ice_hosts if config.ice_hosts is not None else local_ice_addresses(),
+            config.ice_public_ip)
         self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
         self._owners: dict[str, str] = {}  # call id -> the identity that started it
 
