@@ -16,6 +16,7 @@ from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
 
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
+from .slowclients import GuardedTCPSite
 
 
 def _serve_parser(sub: Any) -> None:
@@ -67,7 +68,7 @@ async def serve(config: CallbotConfig) -> None:
     runner = web.AppRunner(app, handle_signals=False)
     print("callbot: loading models...", flush=True)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = GuardedTCPSite(runner, config.host, config.port, limits=config.limits)
     await site.start()
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"callbot: ready, open http://{host}:{config.port}/ in a browser", flush=True)
