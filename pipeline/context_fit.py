@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 
 from .llm.base import ChatMessage
 
-PER_MESSAGE_TOKENS = 8
-KEEP_LAST_EXCHANGE = 2  # history messages kept while notes and passages are shortened  # the chat template's role markers around each message
+PER_MESSAGE_TOKENS = 8  # the chat template's role markers around each message
+KEEP_LAST_EXCHANGE = 2  # history messages kept while notes and passages are shortened
 
 
 def estimate_tokens(text: str, bytes_per_token: float = 2.5) -> int:

@@ -9,11 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .call import Call, CallOptions
 from callbot.rtc.offer_guard import OfferRefused, guard_offer
 
-from .auth import Principal
 from . import safejson
+from .auth import Principal
+from .call import Call, CallOptions
 from .errors import ApiError
 from .registry import CallLimitReached
 from .state import STATE, AppState
