@@ -71,17 +71,37 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{done} calls, rss {stats['rss_mb']} MB", flush=True)
 
     n = 0
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(12)
+    first_snapshot: Any = None
     while n < args.calls:
+        if args.tracemalloc and n == args.calls // 3:
+            gc.collect()
+            first_snapshot = tracemalloc.take_snapshot()
         batch = min(args.concurrent, args.calls - n)
         await asyncio.gather(*(one(n + i + 1) for i in range(batch)))
         n += batch
     gc.collect()
     await asyncio.sleep(2)
     final = proc_stats(os.getpid())
+    growth: list[str] = []
+    if args.tracemalloc and first_snapshot is not None:
+        diff = tracemalloc.take_snapshot().compare_to(first_snapshot, "traceback")
+        for stat in diff[:8]:
+            growth.append(f"{stat.size_diff / 1e6:+.2f} MB in {stat.count_diff:+d} blocks: "
+                          + " <- ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}"
+                                        for f in list(stat.traceback)[-4:]))
+        print("python heap growth between 1/3 and the end:", *growth, sep="\n  ")
+        counts: dict[str, int] = {}
+        for obj in gc.get_objects():
+            counts[type(obj).__name__] = counts.get(type(obj).__name__, 0) + 1
+        print("most common objects:", sorted(counts.items(), key=lambda kv: -kv[1])[:12])
     await runner.cleanup()
     return {"calls": args.calls, "calls_ok": ok, "concurrent": args.concurrent,
             "trim": args.trim, "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
-            "samples": samples, "final": final}
+            "samples": samples, "final": final, "python_heap_growth": growth}
 
 
 def main() -> None:
@@ -90,6 +110,8 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--trim", action="store_true")
     parser.add_argument("--tag", default="default")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="report Python heap growth between 1/3 of the calls and the end")
     args = parser.parse_args()
     result = asyncio.run(soak(args))
     rss = [s["rss_mb"] for s in result["samples"]]

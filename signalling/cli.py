@@ -33,6 +33,13 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--auth-token", action="append", dest="auth_tokens", metavar="TOKEN",
                    help="static bearer token that may start calls (repeatable; "
                         "env CALLBOT_AUTH_TOKENS)")
+    p.add_argument("--auth-mode", choices=["auto", "none", "token"],
+                   help="auto (default): open only to requests from this machine while no "
+                        "token is configured; none: open on purpose; token: always a token")
+    p.add_argument("--admin-token", action="append", dest="admin_tokens", metavar="TOKEN",
+                   help="token that may list and end every call (repeatable)")
+    p.add_argument("--client-system-prompt", choices=["auto", "allow", "deny"],
+                   help="may clients set options.system_prompt (auto: only with a token)")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins",
                    metavar="ORIGIN", help="browser Origin allowed to start calls (repeatable; "
                                           "env CALLBOT_ALLOWED_ORIGINS)")
@@ -53,6 +60,9 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "limits.max_calls": args.max_calls,
         "auth.bearer_tokens": args.auth_tokens,
         "auth.allowed_origins": args.allowed_origins,
+        "auth.mode": args.auth_mode,
+        "auth.admin_tokens": args.admin_tokens,
+        "auth.client_system_prompt": args.client_system_prompt,
         "engines.asr_model": args.asr_model,
         "engines.openai_base_url": args.llm_base_url,
         "engines.openai_model": args.llm_model,

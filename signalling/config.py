@@ -46,8 +46,8 @@ class Limits:
     # may wait unsent for a peer that stops reading before events are dropped / the call ends.
     channel_messages_per_s: float = 10.0
     channel_burst: int = 20
-    typed_turns_per_minute: float = 12.0
-    typed_turn_burst: int = 3
+    typed_turns_per_minute: float = 30.0
+    typed_turn_burst: int = 6
     max_send_buffer_bytes: int = 256 * 1024
     send_stall_s: float = 15.0  # the send buffer stays full this long: the call is ended
     # The offer: what a browser needs is a handful of each.
