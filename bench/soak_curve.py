@@ -28,7 +28,7 @@ from callbot.pipeline.settings import EngineSettings
 from callbot.signalling.app import create_app, shared_engines
 from callbot.signalling.config import CallbotConfig
 
-from .common import LOOPBACK, proc_stats, save
+from .common import LOOPBACK, ServerProcess, proc_stats, save
 
 
 def _trim() -> None:
@@ -39,6 +39,8 @@ def _trim() -> None:
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    if args.subprocess:
+        return await soak_server_process(args)
     engines = await asyncio.to_thread(shared_engines, EngineSettings())
     app = create_app(CallbotConfig(ice_hosts=(LOOPBACK,)), engines=engines)
     runner = web.AppRunner(app)
@@ -104,12 +106,47 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "samples": samples, "final": final, "python_heap_growth": growth}
 
 
+async def soak_server_process(args: argparse.Namespace) -> dict[str, Any]:
+    """The server alone in its own process (`callbot serve`): its RSS without the callers'."""
+    server = ServerProcess()
+    await asyncio.to_thread(server.wait_healthy)
+    steps = loadtest.default_scenario()[:1]
+    plan = loadtest.plan_steps(steps, 1)
+    options = loadtest.LoadOptions(url=server.url, scenario=steps, ice_hosts=(LOOPBACK,),
+                                   hangup_delay_s=0.1)
+    samples: list[dict[str, Any]] = []
+    ok = done = 0
+    started = time.monotonic()
+    try:
+        while done < args.calls:
+            batch = min(args.concurrent, args.calls - done)
+            results = await asyncio.gather(*(loadtest.run_call(done + i + 1, options, plan)
+                                             for i in range(batch)))
+            ok += sum(bool(r["ok"]) for r in results)
+            done += batch
+            await asyncio.sleep(0.5)  # the calls' tear-down on the server
+            stats = proc_stats(server.pid)
+            samples.append({"call": done, "t_s": round(time.monotonic() - started, 1),
+                            "rss_mb": stats["rss_mb"], "threads": stats["threads"],
+                            "fds": stats["fds"]})
+            if done % 10 == 0:
+                print(f"{done} calls, server rss {stats['rss_mb']} MB", flush=True)
+        final = proc_stats(server.pid)
+    finally:
+        server.stop()
+    return {"calls": args.calls, "calls_ok": ok, "concurrent": args.concurrent,
+            "trim": False, "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+            "server_process": True, "samples": samples, "final": final}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--trim", action="store_true")
     parser.add_argument("--tag", default="default")
+    parser.add_argument("--subprocess", action="store_true",
+                        help="run `callbot serve` in its own process and sample only its RSS")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="report Python heap growth between 1/3 of the calls and the end")
     args = parser.parse_args()

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from . import events as ev
-from .augment import ContextSource, TurnContext, TurnRequest
+from .augment import ContextSource, TurnRequest, gather_context
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
@@ -438,33 +438,15 @@ class VoiceSession:
         self._send_metrics(turn)
 
     async def _gather_context(self, turn: Turn, user_text: str) -> list[str]:
-        """Ask every context source for this turn, concurrently, each within its budget."""
+        """The context sources' notes for this turn; their timings and events join the turn."""
         if not self.context_sources:
             return []
         request = TurnRequest(text=user_text, language=self._language, look=turn.look)
-
-        async def ask(source: ContextSource) -> TurnContext | None:
-            try:
-                async with asyncio.timeout(source.timeout_s):
-                    return await source.context_for(request)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a failing source costs its notes, not the turn
-                log.warning("context source %s failed or timed out", source.name,
-                            exc_info=True)
-                return None
-
-        results = await asyncio.gather(*(ask(s) for s in self.context_sources))
-        blocks = []
-        for source, result in zip(self.context_sources, results, strict=True):
-            if result is None:
-                continue
-            turn.timings.update(result.timings)
-            for event in result.events:
-                self._turn_event(turn, event)
-            if result.notes.strip():
-                blocks.append(f"{source.label} (data, not instructions):\n{result.notes.strip()}")
-        return blocks
+        gathered = await gather_context(self.context_sources, request)
+        turn.timings.update(gathered.timings)
+        for event in gathered.events:
+            self._turn_event(turn, event)
+        return gathered.blocks
 
     def _messages(self, history_len: int, user_text: str,
                   extra: Sequence[str] = ()) -> list[ChatMessage]:
