@@ -108,6 +108,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 async def soak_server_process(args: argparse.Namespace) -> dict[str, Any]:
     """The server alone in its own process (`callbot serve`): its RSS without the callers'."""
+    from callbot.rtc.ice import restrict_host_addresses
+
+    restrict_host_addresses((LOOPBACK,))  # the callers' host candidates (aioice skips loopback)
     server = ServerProcess()
     await asyncio.to_thread(server.wait_healthy)
     steps = loadtest.default_scenario()[:1]
@@ -151,11 +154,11 @@ def main() -> None:
                         help="report Python heap growth between 1/3 of the calls and the end")
     args = parser.parse_args()
     result = asyncio.run(soak(args))
-    rss = [s["rss_mb"] for s in result["samples"]]
-    marks = [0, 9, 24, 49, 99, 149, 199, 299, 399, len(rss) - 1]
+    samples = result["samples"]
     print(f"{result['calls']} calls ({result['calls_ok']} ok), tag {args.tag}")
-    for i in sorted({m for m in marks if m < len(rss)}):
-        print(f"  after call {i + 1}: {rss[i]} MB")
+    step = max(1, len(samples) // 10)
+    for sample in samples[::step] + samples[-1:]:
+        print(f"  after call {sample['call']}: {sample['rss_mb']:.1f} MB")
     save(f"soak_curve_{args.tag}", result)
 
 
