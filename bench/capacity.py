@@ -1,6 +1,6 @@
 """How many talking calls one server holds in real time.
 
-Ramps the number of concurrent calls (each asks the built-in questions, two turns) until real
+Ramps the number of concurrent calls (each asks three questions in different voices) until real
 time breaks: a failed call, received-audio gaps over the limit, or voice-to-voice p95 over the
 budget. Reports the most calls held and, per step, the server's CPU% and RSS per call (from
 /proc of the server process). `--transport-only` runs the same against `bench.echo_server`
@@ -22,7 +22,7 @@ from typing import Any
 
 from callbot import loadtest
 
-from .common import ServerProcess, cpu_percent, proc_stats, save, table
+from .common import ServerProcess, cpu_percent, proc_stats, refusals, save, table, voice_scenario
 
 
 class Sampler:
@@ -69,9 +69,11 @@ class Sampler:
         self._thread.join()
 
 
-def scenario(echo: bool) -> list[loadtest.Step]:
-    steps = [s for s in loadtest.default_scenario() if s.kind != "barge_in"]
-    return steps if not echo else [steps[0], loadtest.Step("pause", seconds=0.5), steps[2]]
+def scenario(echo: bool, voices: int) -> list[loadtest.Step]:
+    if echo or not voices:
+        steps = [s for s in loadtest.default_scenario() if s.kind != "barge_in"]
+        return steps if not echo else [steps[0], loadtest.Step("pause", seconds=0.5), steps[2]]
+    return voice_scenario(voices)
 
 
 def run_step(server: ServerProcess, n: int, args: argparse.Namespace,
@@ -94,6 +96,7 @@ def run_step(server: ServerProcess, n: int, args: argparse.Namespace,
         cpu = cpu_percent(idle, after)
     row = {
         "calls": n, "ok": s["calls_ok"], "failed": s["calls_failed"],
+        "refused": refusals(report),
         "latency_p50_ms": latency.get("p50"), "latency_p95_ms": latency.get("p95"),
         "gaps_per_call_min": round(gaps_per_min, 1),
         "server_cpu_pct": round(cpu, 1), "cpu_pct_per_call": round(cpu / n, 1),
@@ -121,8 +124,13 @@ def main() -> None:
                         help="v2v p95 budget (default 3000; echo round trip 400)")
     parser.add_argument("--max-gaps-per-min", type=float, default=20.0,
                         help="received-audio gaps (>60 ms) per call-minute that break real time")
-    parser.add_argument("--turns", type=int, default=2)
-    parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--procs", type=int, default=3, help="load-generator processes")
+    parser.add_argument("--voices", type=int, default=2,
+                        help="voices per question (Piper + espeak-ng); 0: built-in Piper clips")
+    parser.add_argument("--per-client", type=int, default=64,
+                        help="server's max_calls_per_client (all callers share 127.0.0.1); "
+                             "refusals are reported")
     parser.add_argument("--ramp", type=float, default=1.0)
     parser.add_argument("--transport-only", action="store_true",
                         help="echo server: media cost only, no speech pipeline")
@@ -132,10 +140,10 @@ def main() -> None:
     steps_n = [int(x) for x in (args.steps or ("1,2,4,8,12,16" if echo else "1,2,3,4")).split(",")]
     if args.budget_ms is None:
         args.budget_ms = 400.0 if echo else 3000.0
-    steps = scenario(echo)
+    steps = scenario(echo, args.voices)
     rows, reports = [], []
     held = 0
-    with ServerProcess(echo=echo) as server:
+    with ServerProcess(echo=echo, limits={"max_calls_per_client": args.per_client}) as server:
         baseline = proc_stats(server.pid)
         for n in steps_n:
             result = run_step(server, n, args, steps)
@@ -148,8 +156,9 @@ def main() -> None:
             else:
                 held = max(held, n)
             time.sleep(2)
-    keys = ["calls", "ok", "failed", "latency_p50_ms", "latency_p95_ms", "gaps_per_call_min",
-            "server_cpu_pct", "cpu_pct_per_call", "peak_rss_mb", "rss_mb_per_call", "broken"]
+    keys = ["calls", "ok", "failed", "refused", "latency_p50_ms", "latency_p95_ms",
+            "gaps_per_call_min", "server_cpu_pct", "cpu_pct_per_call", "peak_rss_mb",
+            "rss_mb_per_call", "broken"]
     print(f"\n{'transport only (echo)' if echo else 'full pipeline'}: latency = "
           f"{'echo round trip' if echo else 'voice-to-voice'}; server idle RSS "
           f"{baseline['rss_mb']:.0f} MB")

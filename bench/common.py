@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -24,16 +25,81 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every benchmark caller comes from 127.0.0.1, one "client" to the per-client limits: the
+# benchmark sets them (and reports refusals) rather than being cut short by them silently.
+BENCH_LIMITS = {"max_calls": 64, "max_calls_per_client": 64, "call_rate_per_minute": 600.0}
+
+
+def bench_config(limits: dict[str, Any] | None = None) -> Path:
+    """A TOML config file with the benchmark's limits (`[limits]`)."""
+    values = {**BENCH_LIMITS, **(limits or {})}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench-config-{os.getpid()}.toml"
+    path.write_text("[limits]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    return path
+
+
+def refusals(report: dict[str, Any]) -> int:
+    """Calls the server refused at set-up (429 per-client limit/rate, 503 too many calls)."""
+    return sum(1 for r in report.get("results", [])
+               if not r.get("ok") and any(f"answered {code}" in str(r.get("reason", ""))
+                                          for code in (429, 503)))
+
+
+VOICE_QUESTIONS = (
+    "How many legs does a spider have?",
+    "What is the capital of France?",
+    "What colour is the sky on a clear day?",
+)
+VOICES = (("piper", "joe", 1.0), ("espeak", "en-us", 165), ("espeak", "en-gb+f3", 150),
+          ("piper", "joe", 0.85), ("espeak", "en-gb-scotland", 175))
+
+
+def voice_scenario(n_voices: int = 3) -> list[Any]:
+    """The questions above, each in a different voice (Piper and espeak-ng), as load-test
+    steps with a pause between; WAVs cached in $TMPDIR/callbot-loadtest."""
+    import tempfile
+
+    import numpy as np
+
+    from callbot import loadtest
+
+    from .turnset.make import RATE, Piper, espeak, trim
+
+    folder = Path(tempfile.gettempdir()) / "callbot-loadtest"
+    folder.mkdir(parents=True, exist_ok=True)
+    steps: list[Any] = []
+    piper = None
+    for r in range(n_voices):
+        for q, text in enumerate(VOICE_QUESTIONS):
+            engine, voice, speed = VOICES[(q + r) % len(VOICES)]
+            key = hashlib.sha1(f"{engine}|{voice}|{speed}|{text}".encode()).hexdigest()[:12]
+            path = folder / f"q-{engine}-{key}.wav"
+            if not path.exists():
+                if engine == "espeak":
+                    pcm = espeak(text, voice, speed)
+                else:
+                    piper = piper or Piper()
+                    pcm = piper(text, speed)
+                pcm = np.concatenate([np.zeros(int(0.3 * RATE), dtype=np.int16), trim(pcm)])
+                loadtest.write_wav(path, pcm, RATE)
+            if steps:
+                steps.append(loadtest.Step("pause", seconds=0.5))
+            steps.append(loadtest.Step("say", path=str(path), text=text))
+    return steps
+
+
 class ServerProcess:
     """`callbot serve` (or the echo server) in a subprocess on loopback."""
 
-    def __init__(self, *, echo: bool = False, extra: list[str] | None = None) -> None:
+    def __init__(self, *, echo: bool = False, extra: list[str] | None = None,
+                 limits: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         module = "bench.echo_server" if echo else "callbot"
         cmd = [sys.executable, "-m", module]
         if not echo:
-            cmd += ["serve", "--log-level", "WARNING", "--max-calls", "64"]
+            cmd += ["serve", "--log-level", "WARNING", "--config", str(bench_config(limits))]
         cmd += ["--port", str(self.port), "--ice-host", LOOPBACK, *(extra or [])]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)

@@ -3,7 +3,7 @@ with the server's per-stage breakdown (its `metrics` events), then streaming ASR
 the final decode the live call did after speech ended (server asr_ms) against our recognizer
 and plain faster-whisper `WhisperModel.transcribe` on the same question audio, offline.
 
-    python3 -m bench.latency [--turns 6] [--url http://127.0.0.1:8080]
+    python3 -m bench.latency [--turns 9] [--voices 3] [--url http://127.0.0.1:8080]
 """
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ import numpy as np
 from callbot import loadtest
 
 from .asr import ours, plain_transcribe
-from .common import ServerProcess, save, table
+from .common import ServerProcess, refusals, save, table, voice_scenario
 
 
-def run_call(url: str, turns: int) -> dict[str, Any]:
-    steps = [s for s in loadtest.default_scenario() if s.kind != "barge_in"]
+def run_call(url: str, turns: int, voices: int = 3) -> dict[str, Any]:
+    """One call; the questions of `voice_scenario` (three questions, each in `voices` voices),
+    or the built-in Piper questions with voices=0."""
+    if voices:
+        steps = voice_scenario(voices)
+    else:
+        steps = [s for s in loadtest.default_scenario() if s.kind != "barge_in"]
     steps.append(loadtest.Step("pause", seconds=0.5))
     options = loadtest.LoadOptions(url=url, calls=1, procs=1, turns=turns, scenario=steps,
                                    ice_hosts=loadtest.default_ice_hosts(url))
@@ -56,18 +61,20 @@ def asr_compare(steps: list[loadtest.Step], repeat: int) -> list[dict[str, Any]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--turns", type=int, default=9)
+    parser.add_argument("--voices", type=int, default=3,
+                        help="voices per question (Piper + espeak-ng); 0: built-in Piper clips")
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if args.url:
-        report = run_call(args.url, args.turns)
+        report = run_call(args.url, args.turns, args.voices)
     else:
         with ServerProcess() as server:
-            report = run_call(server.url, args.turns)
+            report = run_call(server.url, args.turns, args.voices)
     result = report["results"][0]
     if not result["ok"]:
-        print(f"the call failed: {result['reason']}")
+        print(f"the call failed: {result['reason']} (refused at set-up: {refusals(report)})")
     f = report["summary"]["figures"]
     names = ["v2v_ms"] + [f"server.{s}" for s in loadtest.STAGES]
     print(f"one call, {len(result['turns'])} turns")

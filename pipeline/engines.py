@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .asr.base import SpeechRecognizer
 from .errors import SettingsError
 from .llm.base import LanguageModel
 from .settings import DEFAULT_SYSTEM_PROMPT, EngineSettings
 from .tts.base import SpeechSynthesizer
+from .turn_policy import TurnModel
+
+if TYPE_CHECKING:
+    from .smart_turn import SmartTurnModel
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +24,13 @@ class Engines:
     asr: SpeechRecognizer
     llm: LanguageModel
     tts: SpeechSynthesizer
+    turn_model: TurnModel | None = None  # audio end-of-turn model, for the smart_turn policy
 
     async def close(self) -> None:
         self.asr.close()
         self.tts.close()
+        if self.turn_model is not None:
+            self.turn_model.close()
         await self.llm.close()
 
 
@@ -55,8 +63,24 @@ def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None)
     tts = PiperSynthesizer(
         default_voice=settings.tts_voice, length_scale=settings.tts_length_scale
     )
-    log.info("engines loaded: asr=%s llm=%s tts=%s", settings.asr_model, llm.name, tts.voices)
+    turn_model = load_turn_model(settings)
+    log.info("engines loaded: asr=%s llm=%s tts=%s turn=%s", settings.asr_model, llm.name,
+             tts.voices, turn_model.name if turn_model else None)
     asr.warm_up()
     llm.warm_up(warm_up_prompt or DEFAULT_SYSTEM_PROMPT)
     tts.warm_up()
-    return Engines(asr=asr, llm=llm, tts=tts)
+    if turn_model is not None:
+        turn_model.warm_up()
+    return Engines(asr=asr, llm=llm, tts=tts, turn_model=turn_model)
+
+
+def load_turn_model(settings: EngineSettings) -> SmartTurnModel | None:
+    """The Smart Turn model: "auto" loads it when installed, "none" never."""
+    from .smart_turn import SmartTurnModel, smart_turn_available
+
+    if settings.turn_model == "none":
+        return None
+    if settings.turn_model == "auto" and not smart_turn_available():
+        log.info("Smart Turn model not installed (extra 'turn-model'): transcript rule only")
+        return None
+    return SmartTurnModel()

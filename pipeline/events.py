@@ -123,6 +123,17 @@ class TurnMetrics(Event):
     first_audio_ms: float | None = None
     retrieval_ms: float | None = None  # knowledge-base search (a context source)
     vision_ms: float | None = None  # reading the camera frame (a context source)
+    turn_complete_p: float | None = None  # the end-of-turn model's verdict (0..1), if asked
+    partials_skipped: int | None = None  # partial transcripts skipped (recognizer busy/pause)
+
+
+@dataclass(frozen=True)
+class VisionUsed(Event):
+    """The turn looked at the caller's camera picture: which engine, and how long it took."""
+
+    type: ClassVar[str] = "vision.used"
+    engine: str
+    ms: float
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,8 @@ class IdleWarning(Event):
 
 SERVER_EVENTS: tuple[type[Event], ...] = (
     SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, ResponseTextDelta,
-    ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, Error,
-    IdleWarning,
+    ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, VisionUsed,
+    Error, IdleWarning,
 )
 
 
@@ -159,6 +170,7 @@ class InputText:
 
     type: ClassVar[str] = "input.text"
     text: str
+    look: bool = False  # true: answer about the camera picture (vision is used for this turn)
 
 
 @dataclass(frozen=True)

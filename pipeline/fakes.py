@@ -66,6 +66,7 @@ class ScriptedASR:
         self.partial_s = partial_s
         self.languages = languages
         self.calls: list[tuple[bool, float]] = []  # (partial, audio seconds)
+        self.prompts: list[str | None] = []  # the prompt of each call
         self._running = 0
 
     @property
@@ -73,8 +74,9 @@ class ScriptedASR:
         return self._running > 0
 
     async def transcribe(self, pcm: np.ndarray, *, language: str | None = None,
-                         partial: bool = False) -> Transcript:
+                         partial: bool = False, prompt: str | None = None) -> Transcript:
         audio_s = len(pcm) / PIPELINE_RATE
+        self.prompts.append(prompt)
         self.calls.append((partial, audio_s))
         text = self.finals[0] if self.finals else ""
         if partial:

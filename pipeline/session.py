@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import inspect
 import itertools
 import logging
 import time
@@ -23,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from . import events as ev
+from .asr.prompt import asr_prompt
 from .augment import ContextSource, TurnRequest, gather_context
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
@@ -31,7 +34,7 @@ from .llm.base import ChatMessage
 from .llm.tools import Tool
 from .settings import TurnSettings
 from .text import SentenceChunker
-from .turn_policy import EndOfTurnPolicy, TranscriptRule
+from .turn_policy import EndOfTurnPolicy, default_policy
 from .vad import SegmentEvent, SpeechSegmenter, VoiceActivityDetector, WebRtcVad
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,8 @@ class VoiceSession:
         self._emit = emit
         self._voice = voice
         self._language = language
-        self.policy = policy or TranscriptRule(endpointing)
+        self.policy = policy or default_policy(endpointing, engines.turn_model)
+        self._policy_given = policy is not None
         self._segmenter = SpeechSegmenter(
             vad or WebRtcVad(endpointing.vad_aggressiveness), endpointing.segmenter
         )
@@ -130,7 +134,10 @@ class VoiceSession:
         self._carry_over = ""  # words of a turn retracted because it was answered unheard
         self._partial_task: asyncio.Task[None] | None = None
         self._partial_at_ms = 0
+        self._partials_skipped = 0  # in the current segment, reported in `metrics`
         self._closed = False
+        self._vad_given = vad
+        self.speak_replies = True  # False: replies are text only (nothing is synthesized)
         self.state: ev.BotStateName = "listening"
 
     @property
@@ -215,6 +222,43 @@ class VoiceSession:
     def cancel_response(self) -> None:
         self._interrupt("cancelled")
 
+    def submit_audio(self, pcm: np.ndarray) -> None:
+        """A whole spoken turn at once (push-to-talk: the client decided it is over), 16 kHz
+        mono int16: transcribed and answered now, interrupting the bot."""
+        if pcm.size == 0 or self._closed:
+            return
+        self._interrupt("barge_in")
+        self._drop_speculation()
+        turn = Turn(id=next(self._turn_ids), history_len=len(self.history),
+                    speech_end=time.perf_counter())
+        self._pending = turn
+        turn.task = asyncio.create_task(self._answer(turn, audio=pcm))
+        self._commit(close_segment=False)
+
+    # ---- live changes (a protocol's session update) -----------------------------------------
+
+    def set_system_prompt(self, prompt: str) -> None:
+        """New instructions: the next reply follows them (one being generated keeps its own)."""
+        self.history[0] = {"role": "system", "content": prompt}
+
+    def set_voice(self, voice: str | None) -> None:
+        self._voice = voice
+
+    def set_tools(self, tools: Sequence[Tool]) -> None:
+        self.tools = list(tools) if self._engines.llm.supports_tools else []
+
+    def update_settings(self, settings: TurnSettings) -> None:
+        """New turn-taking settings; the VAD and segmenter change between turns only."""
+        self.settings = settings
+        if not self._policy_given:
+            self.policy = default_policy(settings.endpointing, self._engines.turn_model)
+        if not self._segmenter.in_segment:
+            endpointing = settings.endpointing
+            self._segmenter = SpeechSegmenter(
+                self._vad_given or WebRtcVad(endpointing.vad_aggressiveness),
+                endpointing.segmenter,
+            )
+
     async def close(self) -> None:
         self._closed = True
         tasks = [t for t in (self._partial_task,) if t]
@@ -230,6 +274,7 @@ class VoiceSession:
 
     def _on_speech_started(self) -> None:
         self._partial_at_ms = 0
+        self._partials_skipped = 0
         self._send(ev.SpeechStarted())
         if self._active is not None and self.settings.interruption.enabled:
             self._interrupt("barge_in")
@@ -240,6 +285,7 @@ class VoiceSession:
         audio = self._segmenter.voiced_audio()
         speech_end = time.perf_counter() - self._segmenter.silence_ms / 1000
         turn = Turn(id=next(self._turn_ids), history_len=len(self.history), speech_end=speech_end)
+        turn.timings["partials_skipped"] = self._partials_skipped
         turn.task = asyncio.create_task(self._answer(turn, audio=audio))
         self._pending = turn
         if self.policy.uses_audio:
@@ -331,17 +377,23 @@ class VoiceSession:
         if (
             self._partial_task is not None
             or seg_ms - self._partial_at_ms < self.settings.endpointing.partial_interval_ms
-            or self._engines.asr.busy
         ):
             return
         self._partial_at_ms = seg_ms
+        if self._engines.asr.busy or self._segmenter.silence_ms > 0:
+            # The shared recognizer is busy (another call's turn, or ours): a preview now
+            # would delay a final. Nor start one as the caller falls silent: a pause is likely
+            # coming, and its final would wait behind the preview.
+            self._partials_skipped += 1
+            return
         audio = self._segmenter.segment_audio
         self._partial_task = asyncio.create_task(self._partial(audio))
 
     async def _partial(self, audio: np.ndarray) -> None:
         try:
             result = await self._engines.asr.transcribe(
-                audio, language=self._language, partial=True
+                audio, language=self._language, partial=True,
+                prompt=asr_prompt(self.history, len(self.history)),
             )
             if result.text and self._segmenter.in_segment:
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
@@ -365,7 +417,8 @@ class VoiceSession:
     async def _transcribe_and_reply(self, turn: Turn, audio: np.ndarray | None) -> None:
         if audio is not None:
             started = time.perf_counter()
-            result = await self._engines.asr.transcribe(audio, language=self._language)
+            result = await self._engines.asr.transcribe(
+                audio, language=self._language, prompt=asr_prompt(self.history, turn.history_len))
             turn.timings["asr_ms"] = (time.perf_counter() - started) * 1000
             turn.user_text = result.text
             turn.transcript_ready.set()
@@ -385,9 +438,25 @@ class VoiceSession:
         messages = self._messages(turn.history_len, user_text, extra)
         stream = self._engines.llm.stream_chat(
             messages, max_tokens=self.settings.reply.max_tokens,
-            temperature=self.settings.reply.temperature, tools=self.tools,
+            temperature=self.settings.reply.temperature,
+            tools=[self._after_commit(turn, tool) for tool in self.tools],
         )
         await self._deliver(turn, stream)
+
+    @staticmethod
+    def _after_commit(turn: Turn, tool: Tool) -> Tool:
+        """A tool call has effects (a booking, a message to the client): a speculative reply
+        makes it only once its turn is confirmed over."""
+        fn = tool.fn
+        if fn is None:
+            return tool
+
+        async def call(**kwargs: object) -> object:
+            await turn.committed_event.wait()
+            result = fn(**kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return dataclasses.replace(tool, fn=call)
 
     async def _guarded(self, turn: Turn, work: Awaitable[None]) -> None:
         """Runs a turn's work; a failure becomes an `error` event, never a dead call."""
@@ -466,6 +535,8 @@ class VoiceSession:
                             lambda text: estimate_tokens(text, reply.bytes_per_token))
 
     async def _speak(self, turn: Turn, text: str) -> None:
+        if not self.speak_replies:
+            return
         started = time.perf_counter()
         audio = await self._engines.tts.synthesize(text, voice=self._voice)
         if "tts_first_ms" not in turn.timings:
@@ -510,6 +581,8 @@ class VoiceSession:
             llm_done_ms=ms("llm_done_ms"), tts_first_ms=ms("tts_first_ms"),
             retrieval_ms=ms("retrieval_ms"), vision_ms=ms("vision_ms"),
             end_of_turn_ms=since_speech("commit"), first_audio_ms=since_speech("first_audio"),
+            turn_complete_p=None if turn.audio_complete is None else round(turn.audio_complete, 3),
+            partials_skipped=int(t["partials_skipped"]) if "partials_skipped" in t else None,
         ))
 
     # ---- plumbing -----------------------------------------------------------------------------

@@ -17,6 +17,8 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 ASR_MODELS = ("tiny.en", "base")
 LLM_BACKENDS = ("local", "openai")
+TURN_MODELS = ("auto", "smart-turn-v3.2", "none")
+END_OF_TURN_POLICIES = ("transcript", "smart_turn", "smart_turn_only")
 
 
 def _positive(obj: object, *names: str) -> None:
@@ -36,8 +38,13 @@ class EngineSettings:
     openai_api_key: str | None = None
     tts_voice: str | None = None  # default: the first installed Piper voice
     tts_length_scale: float | None = None
+    # Audio end-of-turn model: "auto" (Smart Turn v3.2 when extra 'turn-model' is installed),
+    # "smart-turn-v3.2" (required) or "none".
+    turn_model: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.turn_model not in TURN_MODELS:
+            raise SettingsError(f"turn_model: expected one of {', '.join(TURN_MODELS)}")
         if self.asr_model not in ASR_MODELS:
             raise SettingsError("asr_model: expected 'tiny.en' or 'base'")
         if self.llm_backend not in LLM_BACKENDS:
@@ -57,10 +64,21 @@ class EndpointingSettings:
     statement_end_ms: int = 550
     incomplete_end_ms: int = 1200
     partial_interval_ms: int = 700  # re-decode the growing segment this often while speaking
+    # Which end-of-turn policy decides (pipeline.turn_policy): "transcript" (the rule above),
+    # "smart_turn" (the rule and the Smart Turn audio model together; needs the model, else
+    # the rule alone) or "smart_turn_only" (the audio model alone, as Pipecat uses it).
+    policy: str = "smart_turn"
+    turn_model_threshold: float = 0.5  # smart_turn_only: "finished" above this probability
+    turn_model_statement_end_ms: int = 300  # smart_turn: a statement the model calls finished
 
     def __post_init__(self) -> None:
         if not 0 <= self.vad_aggressiveness <= 3:
             raise SettingsError("vad_aggressiveness: expected 0..3")
+        if self.policy not in END_OF_TURN_POLICIES:
+            raise SettingsError(f"policy: expected one of {', '.join(END_OF_TURN_POLICIES)}")
+        if not 0 < self.turn_model_threshold < 1:
+            raise SettingsError("turn_model_threshold: expected between 0 and 1")
+        _positive(self, "turn_model_statement_end_ms")
         _positive(self, "question_end_ms", "statement_end_ms", "incomplete_end_ms",
                   "partial_interval_ms")
 

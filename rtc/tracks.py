@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, VideoFrame
 
 from .resample import Rechunker, frame_to_mono, mono_resampler, resample_pcm
 
@@ -141,21 +141,67 @@ async def pump_audio(
 
 
 class LatestVideoFrame:
-    """Keeps only the newest decoded video frame, for a pipeline that wants to look."""
+    """Keeps only the newest decoded video frame, plus a few recent ones (one a second) for a
+    pipeline that wants to look: memory stays bounded whatever the size or rate of the video."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_s: float = 6.0, history_every_s: float = 1.0) -> None:
         self.frame: Any | None = None
         self.frames_received = 0
         self.received_at: float | None = None
+        self.started = False  # a video track arrived from the caller
+        self.ended = False  # ... and it has ended (camera turned off, track stopped)
+        self._history_s = history_s
+        self._every_s = history_every_s
+        self.history: collections.deque[tuple[float, Any]] = collections.deque(
+            maxlen=max(1, int(history_s / history_every_s)))
+
+    def put(self, frame: Any, now: float) -> None:
+        self.frame = frame
+        self.frames_received += 1
+        self.received_at = now
+        if not self.history or now - self.history[-1][0] >= self._every_s:
+            self.history.append((now, frame))
+
+    def clear(self) -> None:
+        self.frame = None
+        self.history.clear()
+
+    def recent(self, now: float | None = None) -> list[tuple[float, VideoFrame]]:
+        """(age in seconds, frame), newest first: the latest frame, then the kept history."""
+        now = time.monotonic() if now is None else now
+        out: list[tuple[float, VideoFrame]] = []
+        if self.frame is not None and self.received_at is not None:
+            out.append((now - self.received_at, self.frame))
+        for at, frame in reversed(self.history):
+            if frame is not self.frame and now - at <= self._history_s:
+                out.append((now - at, frame))
+        return out
+
+
+def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The size that keeps the aspect ratio with neither side above `max_side` (even sizes,
+    never upscaled, at least 2x2)."""
+    scale = min(1.0, max_side / max(width, height, 1))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def frame_to_rgb(frame: VideoFrame, max_side: int) -> np.ndarray:
+    """HxWx3 uint8 RGB, downscaled so neither side exceeds `max_side`. libswscale converts and
+    scales in one pass (a 4K frame costs a few ms). Blocking: call it off the event loop."""
+    width, height = fit_within(frame.width, frame.height, max_side)
+    image: np.ndarray = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    return image
 
 
 async def drain_video(track: MediaStreamTrack, latest: LatestVideoFrame) -> None:
     """aiortc queues decoded frames without bound until someone reads them: read them all."""
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        latest.frame = frame
-        latest.frames_received += 1
-        latest.received_at = time.monotonic()
+    latest.started = True
+    try:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            latest.put(frame, time.monotonic())
+    finally:
+        latest.ended = True

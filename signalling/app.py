@@ -9,7 +9,9 @@ import threading
 from aiohttp import web
 
 from callbot.pipeline.engines import Engines, load_engines
+from callbot.pipeline.errors import EngineError
 from callbot.pipeline.settings import EngineSettings
+from callbot.pipeline.vision import VisionEngine, VisionSettings, load_vision
 from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
@@ -18,6 +20,7 @@ from .config import CallbotConfig
 from .errors import json_errors
 from .hooks import CallHooks
 from .openapi import openapi
+from .realtime import setup as setup_realtime
 from .routes import routes
 from .state import STATE, AppState
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 _MOUNTED = web.AppKey("callbot_mounted_ice_hosts", tuple)  # ice_hosts of each mounted app
 _engine_cache: dict[EngineSettings, Engines] = {}
 _engine_lock = threading.Lock()
+_vision_cache: dict[VisionSettings, VisionEngine | None] = {}
 
 
 def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) -> Engines:
@@ -36,6 +40,19 @@ def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) 
             engines = load_engines(settings, warm_up_prompt=warm_up_prompt)
             _engine_cache[settings] = engines
         return engines
+
+
+def shared_vision(settings: VisionSettings) -> VisionEngine | None:
+    """The vision engine, loaded once per process (blocking). An offline engine that cannot
+    load (rapidocr or opencv-data missing) leaves vision off, with a warning."""
+    with _engine_lock:
+        if settings not in _vision_cache:
+            try:
+                _vision_cache[settings] = load_vision(settings)
+            except EngineError as exc:
+                log.warning("vision is off: %s", exc)
+                _vision_cache[settings] = None
+        return _vision_cache[settings]
 
 
 def create_app(config: CallbotConfig | None = None, *, engines: Engines | None = None,
@@ -49,6 +66,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     config = config or CallbotConfig()
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
+    setup_realtime(app)  # the OpenAI Realtime protocol: /v1/realtime...
     app.router.add_get("/v1/openapi.json", openapi)
 
     async def start(app: web.Application) -> None:
@@ -60,7 +78,9 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         else:
             loaded = await asyncio.to_thread(
                 shared_engines, config.engines, config.turn.reply.system_prompt)
-        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks())
+        vision = await asyncio.to_thread(shared_vision, config.vision)
+        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
+                              vision=vision)
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)

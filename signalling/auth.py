@@ -213,7 +213,8 @@ class Authenticator:
         if self._origins and origin is not None and origin.rstrip("/").lower() not in self._origins:
             raise ApiError(403, "forbidden", "this origin may not start calls")
 
-    def authenticate(self, request: web.BaseRequest, *, purpose: str = "create") -> Principal:
+    def authenticate(self, request: web.BaseRequest, *, purpose: str = "create",
+                     allow_call_tokens: bool = True) -> Principal:
         """Check the request's Origin and credentials; 401/403 as ApiError.
 
         `purpose`: "create" (a call token is spent: single use), "list" (call tokens are
@@ -244,7 +245,7 @@ class Authenticator:
                                  remote=remote, owner=f"token:{_digest(token)}",
                                  authenticated=True)
         secret = self.settings.signing_secret
-        if secret and purpose != "list":
+        if secret and purpose != "list" and allow_call_tokens:
             try:
                 payload = verify_call_token(secret, token, check_expiry=purpose != "manage")
             except InvalidToken as exc:

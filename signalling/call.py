@@ -8,14 +8,16 @@ inside this call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -25,6 +27,8 @@ from callbot.pipeline.calllog import CALL_ID
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.llm.tools import Tool
 from callbot.pipeline.session import VoiceSession
+from callbot.pipeline.vision import VisionEngine, VisionSource
+from callbot.rtc.bot_video import BotVideoTrack, CaptionBoard
 from callbot.rtc.ice import IceServer, announce_public_ip
 from callbot.rtc.peer import (
     accept_offer,
@@ -37,10 +41,25 @@ from callbot.rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, p
 from . import safejson
 from .channel_limits import TokenBucket
 from .config import CallbotConfig
+from .sight import camera_frames, show_event
 
 log = logging.getLogger(__name__)
 
 EVENTS_LABEL = "events"
+
+
+class EventProtocol(Protocol):
+    """Another wire protocol on the call's data channel (e.g. the OpenAI Realtime events):
+    it gets the session's events and the channel's messages, and may take the caller's
+    audio first (push-to-talk)."""
+
+    label: str  # the data channel it speaks on
+
+    def on_event(self, event: ev.Event) -> None: ...
+
+    def on_message(self, message: str | bytes) -> None: ...
+
+    def feed(self, frame: np.ndarray) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,7 @@ class Call:
         on_closed: Callable[[Call], Awaitable[None] | None] | None = None,
         on_event: Callable[[Call, ev.Event], None] | None = None,
         ice_servers: Sequence[IceServer] | None = None,  # None: config.ice_servers
+        vision: VisionEngine | None = None,  # reads the caller's camera when a turn asks
     ) -> None:
         self.id = uuid.uuid4().hex
         self.config = config
@@ -75,7 +95,12 @@ class Call:
         self.pc: RTCPeerConnection = new_peer_connection(
             config.ice_servers if ice_servers is None else ice_servers)
         self.output = PacedAudioTrack()
-        self.video = LatestVideoFrame()
+        vision_settings = config.vision
+        self.video = LatestVideoFrame(history_s=vision_settings.history_s)
+        self.vision = None if vision is None else VisionSource(
+            vision, functools.partial(camera_frames, self.video),
+            timeout_s=vision_settings.timeout_s, stale_s=vision_settings.stale_s)
+        self.bot_video: BotVideoTrack | None = None  # added if the caller offers video
         self.session = VoiceSession(
             engines,
             output=self.output,
@@ -85,8 +110,10 @@ class Call:
             voice=options.voice,
             language=options.language,
             tools=options.tools,
+            context_sources=[self.vision] if self.vision is not None else [],
         )
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
+        self.protocol: EventProtocol | None = None  # None: callbot's own `events` channel
         self._channel: RTCDataChannel | None = None
         self._unsent: list[str] = []
         limits = config.limits
@@ -118,6 +145,7 @@ class Call:
             "audio_frames_in": self.audio_frames_in,
             "audio_frames_out": self.output.frames_sent,
             "video_frames_in": self.video.frames_received,
+            "video_frames_out": self.bot_video.frames_sent if self.bot_video else 0,
         }
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -133,6 +161,12 @@ class Call:
             await accept_offer(pc, offer_sdp)
             shorten_audio_jitter_buffer(pc)
             pc.addTrack(self.output)
+            if self.config.vision.bot_video and any(
+                    t.kind == "video" for t in pc.getTransceivers()):
+                # The caller offered video: answer with the bot's captions and state.
+                self.bot_video = BotVideoTrack(CaptionBoard(),
+                                               fps=self.config.vision.bot_video_fps)
+                pc.addTrack(self.bot_video)
             sdp = await create_answer(pc)
             if self.config.ice_public_ip:
                 sdp = announce_public_ip(sdp, self.config.ice_public_ip)
@@ -154,7 +188,10 @@ class Call:
 
     def _on_audio(self, frame: Any) -> None:
         self.audio_frames_in += 1
-        self.session.feed(frame)
+        if self.protocol is not None:
+            self.protocol.feed(frame)
+        else:
+            self.session.feed(frame)
         if self.session.hearing_speech:  # silence (a muted microphone) is not activity
             self._mark_active()
 
@@ -163,10 +200,11 @@ class Call:
         self._idle_warned = False
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != EVENTS_LABEL:
+        protocol = self.protocol
+        if channel.label != (EVENTS_LABEL if protocol is None else protocol.label):
             return
         self._channel = channel
-        channel.on("message", self._on_message)
+        channel.on("message", self._on_message if protocol is None else protocol.on_message)
         if channel.readyState == "open":
             self._flush_events()
         else:
@@ -227,11 +265,19 @@ class Call:
     # ---- events ----------------------------------------------------------------------------
 
     def send_event(self, event: ev.Event) -> None:
+        if self.bot_video is not None:
+            show_event(self.bot_video.board, event)
         if self._on_event is not None:
             self._on_event(self, event)
         for listener in list(self.listeners):
             listener(event)
-        message = json.dumps(event.to_wire(self.age_s * 1000), separators=(",", ":"))
+        if self.protocol is not None:
+            self.protocol.on_event(event)  # it sends what its protocol says, via send_raw
+            return
+        self.send_raw(json.dumps(event.to_wire(self.age_s * 1000), separators=(",", ":")))
+
+    def send_raw(self, message: str) -> None:
+        """One message on the data channel (kept until the channel opens, bounded)."""
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             self._send(channel, message)
@@ -298,10 +344,13 @@ class Call:
                 return self._client_error("bad_message", "input.text needs a non-empty 'text'")
             if len(text) > limits.max_text_chars:
                 return self._client_error("bad_message", "input.text is too long")
+            look = data.get("look", False)
+            if not isinstance(look, bool):
+                return self._client_error("bad_message", "input.text 'look' must be a boolean")
             if not self._typed_turns.take():
                 return self._rate_limited("typed turns")
-            self._mark_active()
-            self.session.submit_text(text)
+            self._mark_active()  # a typed turn is activity (text-only calls)
+            self.session.submit_text(text, look=look)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()
         else:
@@ -344,6 +393,8 @@ class Call:
             task.cancel()
         await self.session.close()
         self.output.stop()
+        if self.bot_video is not None:
+            self.bot_video.stop()
         try:
             await asyncio.wait_for(self.pc.close(), timeout=5)
         except Exception:
@@ -351,7 +402,7 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._unsent.clear()
         self.listeners.clear()
-        self.video.frame = None
+        self.video.clear()
         self.state = "closed"
         self.closed.set()
         if self._on_closed is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from callbot.pipeline.settings import EngineSettings, TurnSettings
+from callbot.pipeline.vision.base import VisionSettings
 from callbot.rtc.ice import IceServer
 
 from .errors import SignallingError
@@ -103,6 +104,7 @@ class CallbotConfig:
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    vision: VisionSettings = dataclasses.field(default_factory=VisionSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -253,11 +255,18 @@ ENV_KEYS = {
     "CALLBOT_ALLOWED_ORIGINS": "auth.allowed_origins",
     "CALLBOT_AUTH_ADMIN_TOKENS": "auth.admin_tokens",
     "CALLBOT_CLIENT_SYSTEM_PROMPT": "auth.client_system_prompt",
+    "CALLBOT_VISION_ENGINE": "vision.engine",
+    "CALLBOT_VISION_BASE_URL": "vision.base_url",
+    "CALLBOT_VISION_MODEL": "vision.model",
+    "CALLBOT_VISION_API_KEY": "vision.api_key",
+    "CALLBOT_BOT_VIDEO": "vision.bot_video",
 }
 
 
 def apply_env(config: CallbotConfig, env: Mapping[str, str]) -> CallbotConfig:
     overrides = {key: env[var] for var, key in ENV_KEYS.items() if var in env}
+    if "vision.base_url" in overrides and "vision.engine" not in overrides:
+        overrides["vision.engine"] = "openai"  # a vision endpoint given means using it
     if "engines.openai_base_url" in overrides and "engines.llm_backend" not in overrides:
         overrides["engines.llm_backend"] = "openai"  # pointing at a server means using it
     return with_overrides(config, overrides)

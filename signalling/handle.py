@@ -73,10 +73,11 @@ class CallHandle:
         if not self.ended:
             self._call.session.say(text)
 
-    def submit_text(self, text: str) -> None:
-        """A turn as if the caller had typed it: the bot answers it."""
+    def submit_text(self, text: str, *, look: bool = False) -> None:
+        """A turn as if the caller had typed it: the bot answers it. `look`: answer it about
+        the caller's camera picture (when the server has a vision engine)."""
         if not self.ended:
-            self._call.session.submit_text(text)
+            self._call.session.submit_text(text, look=look)
 
     def add_context(self, text: str) -> None:
         """A note the LLM sees for the rest of the call (e.g. the customer record)."""

@@ -37,7 +37,8 @@ SPEC: dict[str, Any] = {
                     "language": {"type": "string"}}}}},
             "Answer": {"type": "object", "required": ["call_id", "sdp", "type"], "properties": {
                 "call_id": {"type": "string"}, "sdp": {"type": "string"},
-                "type": {"const": "answer"}}},
+                "type": {"const": "answer"}, "max_call_s": {"type": "number"},
+                "idle_timeout_s": {"type": "number"}}},
             # The 'events' data channel: JSON text messages, one object each.
             "ServerEvent": {"description": "server -> client on the 'events' data channel",
                             "oneOf": [json_schema(cls) for cls in SERVER_EVENTS]},
@@ -65,6 +66,11 @@ SPEC: dict[str, Any] = {
             "parameters": [{"name": "call_id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"204": {"description": "hung up"}, **_errors(404)}}},
+        "/v1/calls/{call_id}/hangup": {"post": {
+            "summary": "Hang up (for navigator.sendBeacon, which can only POST)",
+            "parameters": [{"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "hung up"}, **_errors(403, 404)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics",
                              "responses": {"200": {"description": "text exposition"}}}},

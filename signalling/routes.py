@@ -129,7 +129,11 @@ async def create_call(request: web.Request) -> web.Response:
         state.limiter.release(principal.client_id)
         raise
     state.call_started(call, principal)
-    return web.json_response({"call_id": call.id, "sdp": answer, "type": "answer"}, status=201)
+    limits = state.config.limits
+    return web.json_response({
+        "call_id": call.id, "sdp": answer, "type": "answer",
+        "max_call_s": limits.max_call_s, "idle_timeout_s": limits.idle_timeout_s,
+    }, status=201)
 
 
 async def _negotiate(request: web.Request, state: AppState, principal: Principal
@@ -155,6 +159,7 @@ async def _negotiate(request: web.Request, state: AppState, principal: Principal
     call = Call(
         state.config, state.engines, options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
+        vision=state.vision,
     )
     try:
         answer = await call.answer(sdp)
@@ -185,7 +190,26 @@ async def delete_call(request: web.Request) -> web.Response:
     state = _state(request)
     principal = state.auth.authenticate(request, purpose="manage")
     wanted = request.match_info["call_id"]
-    call = next((c for c in state.calls_of(principal) if c.id == wanted), None)
+    if not any(c.id == wanted for c in state.calls_of(principal)):
+        raise ApiError(404, "call_not_found", "no active call with that id")
+    return await _hang_up(request)
+
+
+@routes.post("/v1/calls/{call_id}/hangup")
+async def hangup_call(request: web.Request) -> web.Response:
+    """DELETE for `navigator.sendBeacon` (it can only POST): a page hanging up as it closes.
+
+    A beacon cannot carry `Authorization`: the unguessable call id is the capability (only its
+    creator learns it; `GET /v1/calls` lists only the caller's own), plus the Origin check
+    that offers get, so another site's page cannot end a call it learned the id of. The body,
+    if any, is ignored.
+    """
+    _state(request).auth.check_origin(request)
+    return await _hang_up(request)
+
+
+async def _hang_up(request: web.Request) -> web.Response:
+    call: Call | None = _state(request).registry.get(request.match_info["call_id"])
     if call is None:
         raise ApiError(404, "call_not_found", "no active call with that id")
     await call.close("hangup")
@@ -202,6 +226,9 @@ async def healthz(request: web.Request) -> web.Response:
         "asr": state.config.engines.asr_model,
         "llm": state.engines.llm.name,
         "voices": list(state.engines.tts.voices),
+        "max_call_s": state.config.limits.max_call_s,
+        "vision": state.vision.name if state.vision is not None else None,
+        "bot_video": state.config.vision.bot_video,
     })
 
 
@@ -215,7 +242,7 @@ def _demo_file(name: str) -> bytes:
     return (resources.files("callbot.web_demo") / name).read_bytes()
 
 
-_DEMO_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+_DEMO_TYPES = {"app.js": "text/javascript", "video.js": "text/javascript", "style.css": "text/css"}
 
 
 @routes.get("/")

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.engines import Engines
+from callbot.pipeline.vision import VisionEngine
 from callbot.rtc.offer_guard import CandidatePolicy, local_ice_addresses
 
 from .auth import Authenticator, Principal
@@ -26,6 +27,7 @@ class AppState:
     config: CallbotConfig
     engines: Engines
     hooks: CallHooks = field(default_factory=CallHooks)
+    vision: VisionEngine | None = None  # reads the caller's camera (None: vision off)
     registry: CallRegistry = field(init=False)
     metrics: CallMetrics = field(init=False)
     auth: Authenticator = field(init=False)

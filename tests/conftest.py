@@ -10,6 +10,7 @@ from aiohttp import web
 
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.settings import EngineSettings
+from callbot.pipeline.vision import VisionSettings
 from callbot.signalling.app import create_app, shared_engines
 from callbot.signalling.config import AuthSettings, CallbotConfig, Limits
 from tests import speech
@@ -24,6 +25,8 @@ TEST_CONFIG = CallbotConfig(
     ice_hosts=(LOOPBACK,),
     limits=Limits(max_calls_per_client=100, call_rate_per_minute=10_000),
     auth=AuthSettings(client_system_prompt="allow"),
+    # Vision loads OCR models (~3 s, ~500 MB): only the tests that look use it (test_vision*).
+    vision=VisionSettings(engine="none"),
 )
 
 ServerFactory = Callable[..., Awaitable[str]]

@@ -28,11 +28,11 @@ from tests.conftest import TEST_CONFIG
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = Path("/tmp/callbot-demo.png")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # CI keeps this folder
 QUESTION = "How many legs does a spider have?"
 
 
-def _chromium_args(wav: Path) -> list[str]:
+def _chromium_args(wav: Path, loop: bool = False) -> list[str]:
     return [
         "--no-sandbox",
         "--disable-gpu",
@@ -43,23 +43,25 @@ def _chromium_args(wav: Path) -> list[str]:
         "--disable-sync",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        f"--use-file-for-fake-audio-capture={wav}" + ("" if loop else "%noloop"),
         "--autoplay-policy=no-user-gesture-required",
         "--allow-loopback-in-peer-connection",
     ]
 
 
 @asynccontextmanager
-async def chromium_page(wav: Path) -> AsyncIterator[Any]:
-    """A page in a fresh headless Chromium whose microphone plays `wav` once."""
+async def chromium_page(wav: Path, *, loop: bool = False, viewport: tuple[int, int] = (900, 760),
+                        color_scheme: str = "light") -> AsyncIterator[Any]:
+    """A page in a fresh headless Chromium whose microphone plays `wav` once (or in a loop)."""
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="callbot-chromium-")
     try:
         async with async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=_chromium_args(wav),
-                viewport={"width": 900, "height": 760},
+                profile, executable_path=CHROMIUM, headless=True, args=_chromium_args(wav, loop),
+                viewport={"width": viewport[0], "height": viewport[1]},
+                color_scheme=color_scheme,  # type: ignore[arg-type]
             )
             try:
                 page = context.pages[0] if context.pages else await context.new_page()
@@ -142,23 +144,28 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
 
         await _wait_event(page, "response.audio.started", timeout_s=60)
         assert await _events(page, "response.text.delta")
-        # Let some of the answer play, then look at what the page received.
-        deadline = time.monotonic() + 20
+        # Let some of the answer play: it reached the page and was played (Web Audio plays
+        # it, so getStats' totalAudioEnergy stays 0; the page's played-level meter moved).
+        await page.wait_for_function("window.callbot.audio && window.callbot.audio.botPeak > 30",
+                                     timeout=20_000)
         audio = await page.evaluate(_INBOUND_AUDIO)
-        while time.monotonic() < deadline and (audio is None or audio["energy"] < 0.01):
-            await asyncio.sleep(0.25)
-            audio = await page.evaluate(_INBOUND_AUDIO)
-        assert audio is not None and audio["samples"] > 0, audio
-        assert audio["energy"] > 0.01, f"the bot's audio reached the page silent: {audio}"
+        assert audio is not None and audio["samples"] > 0 and audio["bytes"] > 2000, audio
 
         # The page shows it: the final transcript, the bot's reply, then the turn's latencies.
         log_text = (await page.locator("#log").inner_text()).lower()
-        assert "spider" in log_text and "legs" in log_text, log_text
+        reply = "".join(e["delta"] for e in await _events(page, "response.text.delta"))
+        assert heard in log_text and reply.strip().lower() in log_text, (log_text, reply)
         assert await page.locator("#log .entry-bot").count() == 1
         assert await page.locator("#log .entry-user.partial").count() == 0
         assert await _calls(server), "the server lists no call during the call"
         await _wait_event(page, "metrics", timeout_s=30)
-        assert "ms" in await page.locator("#log .entry-bot .metrics").inner_text()
+        # The caller's own figure, in words; the server's stages behind a toggle.
+        await page.wait_for_function("document.querySelector('#latency').dataset.ms")
+        assert "after you stopped talking" in await page.locator("#latency").inner_text()
+        assert await page.locator("#latency-details").is_visible()
+        assert await page.locator("#server-breakdown").is_hidden()
+        await page.click("#latency-details summary")
+        assert "Speech recognition" in await page.locator("#server-breakdown").inner_text()
 
         # A typed turn, stopped with "Stop bot" while the bot speaks.
         await page.fill("#text-input", "Please count slowly from one to twenty.")
@@ -166,22 +173,38 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
         await _wait_event(page, "response.audio.started", timeout_s=60, count=2)
         await page.wait_for_function("window.callbot.state === 'speaking'")
         await page.click("#stop-bot")
+        # Silent at once in the page, and the label says so at the same moment.
+        await page.wait_for_function("window.callbot.stops.length === 1"
+                                     " && window.callbot.stops[0].playedSilentMs !== null")
+        stop = (await page.evaluate("window.callbot.stops"))[0]
+        assert stop["playedSilentMs"] <= 30, stop
+        print(f"Stop: played audio silent after {stop['playedSilentMs']} ms")
+        assert await page.evaluate("window.callbot.state") != "speaking"
         await _wait_event(page, "response.interrupted", timeout_s=10)
+        await page.wait_for_function("window.callbot.stops[0].receivedSilentMs !== null")
+        stop = (await page.evaluate("window.callbot.stops"))[0]
+        print(f"Stop: received audio (what plays without the page's gate) stopped after "
+              f"{stop['receivedSilentMs']} ms")
         interrupted = (await _events(page, "response.interrupted"))[0]
         assert interrupted["reason"] == "cancelled", interrupted
         await page.wait_for_function("window.callbot.state === 'listening'")
         assert await page.locator("#log .entry-user.typed").count() == 1
         assert "interrupted" in await page.locator("#log .entry-bot.interrupted").inner_text()
         assert await page.locator("#error").is_hidden()
-        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "demo-desktop-call.png"), full_page=True)
 
         events = await page.evaluate("window.callbot.events")
         assert all("type" in e and "t_ms" in e for e in events)
         assert not [e for e in events if e["type"] == "error"], events
 
+        hangups = await hangup_count(server)
         await page.click("#hangup")
+        await page.wait_for_function("window.callbot.connection === 'ended'")
         assert await page.locator("#call").is_enabled()
+        assert await page.evaluate("document.activeElement.id") == "call"
         assert await page.evaluate("window.callbot.pc") is None
+        assert await hangup_count(server) == hangups + 1, "the hang-up was not counted as one"
         deadline = time.monotonic() + 10
         while await _calls(server):
             assert time.monotonic() < deadline, "the call outlived the hang-up"
@@ -192,8 +215,32 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
 async def test_camera_video_and_server_side_hangup(server: str, question_wav: Path) -> None:
     async with chromium_page(question_wav) as page:
         await page.goto(f"{server}/")
+        # The video panel (camera, screen, the bot's tile) shows only when /healthz says the
+        # server uses video, and the language picker only with a "languages" list: the test
+        # rewrites the real /healthz answer (the only rewritten response in these tests) to
+        # see both ways on one server.
+        async def health_with(extra: dict[str, Any]) -> None:
+            async def rewrite(route: Any) -> None:
+                response = await route.fetch()
+                await route.fulfill(response=response, json=(await response.json()) | extra)
+            await page.unroute("**/healthz")
+            await page.route("**/healthz", rewrite)
+            await page.reload()
+            await page.evaluate("window.callbot.whenHealth")
+
+        await health_with({"vision": None, "bot_video": False})
+        assert await page.locator("#video-panel").is_hidden()
+        assert await page.locator("#language").is_hidden()
+        await health_with({"vision": "x", "languages": ["en", "de"]})
+        assert await page.locator("#video-panel").is_visible()
+        await page.click("#settings summary")
+        assert await page.locator("#language option").all_inner_texts() == [
+            "Automatic", "English (en)", "German (de)"]
+        await page.select_option("#language", "en")  # this server accepts "en" only
         await page.check("#camera")
-        await page.click("#call")
+        async with page.expect_request("**/v1/calls") as offer:
+            await page.click("#call")
+        assert (await offer.value).post_data_json["options"] == {"language": "en"}
         await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
         assert await page.locator("#local-video").is_visible()
         deadline = time.monotonic() + 10
@@ -212,6 +259,7 @@ async def test_camera_video_and_server_side_hangup(server: str, question_wav: Pa
         error = page.locator("#error")
         await error.wait_for(state="visible", timeout=10_000)
         assert "ended the call" in await error.inner_text()
+        assert "microphone" not in await error.inner_text()
         assert await page.locator("#call").is_enabled()
         assert await page.locator("#local-video").is_hidden()
         assert await page.evaluate("window.callbot.pc") is None
@@ -234,7 +282,7 @@ async def test_refused_call_shows_the_server_message(start_server: Any, engines:
         assert await page.evaluate("window.callbot.pc") is None
 
 
-async def test_denied_microphone_is_explained(server: str, question_wav: Path) -> None:
+async def test_denied_microphone_gives_a_typed_call(server: str, question_wav: Path) -> None:
     async with chromium_page(question_wav) as page:
         await page.add_init_script(
             "navigator.mediaDevices.getUserMedia = () => Promise.reject("
@@ -242,8 +290,36 @@ async def test_denied_microphone_is_explained(server: str, question_wav: Path) -
         )
         await page.goto(f"{server}/")
         await page.click("#call")
-        error = page.locator("#error")
-        await error.wait_for(state="visible")
-        assert "microphone access was denied" in (await error.inner_text()).lower()
-        assert await page.locator("#call").is_enabled()
+        notice = page.locator("#notice")
+        await notice.wait_for(state="visible")
+        text = (await notice.inner_text()).lower()
+        assert "microphone access was denied" in text and "camera" not in text, text
+        # The call goes on, receive-only: type, read and hear the answer.
+        await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
+        assert await page.evaluate("window.callbot.textOnly")
+        await page.wait_for_function("!document.querySelector('#text-input').disabled")
+        assert await page.evaluate("document.activeElement.id") == "text-input"
+        await page.keyboard.type("Hello, what color is the sky?")
+        await page.keyboard.press("Enter")
+        await _wait_event(page, "transcript.final", timeout_s=20)
+        await _wait_event(page, "response.audio.started", timeout_s=60)
+        await page.wait_for_function("window.callbot.state === 'speaking'", timeout=20_000)
+        assert await page.locator("#log .entry-bot").count() == 1
+        await page.wait_for_function("window.callbot.latencies.length === 1")
+        assert "after you sent your message" in await page.locator("#latency").inner_text()
+        calls = await _calls(server)
+        assert len(calls) == 1 and calls[0]["audio_frames_in"] == 0, calls
+        assert await page.locator("#error").is_hidden()
+        await page.click("#hangup")
+        await page.wait_for_function("window.callbot.connection === 'ended'")
         assert not await _calls(server)
+
+
+async def hangup_count(base: str) -> float:
+    """`callbot_calls_ended_total{reason="hangup"}` from the server's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith('callbot_calls_ended_total{reason="hangup"}'):
+            return float(line.split()[-1])
+    return 0.0

@@ -223,6 +223,33 @@ async def test_delete_live_call(one_call_server: str, http: aiohttp.ClientSessio
         await caller.hangup(delete=False)
 
 
+async def test_beacon_hangup_counts_as_hangup(
+    one_call_server: str, http: aiohttp.ClientSession
+) -> None:
+    """`POST /v1/calls/{id}/hangup` is DELETE for a page's `navigator.sendBeacon`."""
+    async with http.post(f"{one_call_server}/v1/calls/nope/hangup", data="") as resp:
+        await expect_error(resp, 404, "call_not_found")
+    caller = SyntheticCaller(one_call_server)
+    try:
+        call_id = await caller.connect()
+        async with http.get(f"{one_call_server}/metrics") as resp:
+            before = await resp.text()
+        # sendBeacon sends text/plain with an empty body
+        async with http.post(f"{one_call_server}/v1/calls/{call_id}/hangup", data="",
+                             headers={"Content-Type": "text/plain"}) as resp:
+            assert resp.status == 204
+        assert await list_calls(http, one_call_server) == []
+        async with http.get(f"{one_call_server}/metrics") as resp:
+            after = await resp.text()
+        key = 'callbot_calls_ended_total{reason="hangup"}'
+        count = {t: float(next((ln.split()[-1] for ln in text.splitlines()
+                                if ln.startswith(key)), "0")) for t, text in
+                 (("before", before), ("after", after))}
+        assert count["after"] == count["before"] + 1, count
+    finally:
+        await caller.hangup(delete=False)
+
+
 async def test_healthz(one_call_server: str, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{one_call_server}/healthz") as resp:
         assert resp.status == 200

@@ -18,7 +18,7 @@ import aiohttp
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, VideoFrame
 
 from callbot.rtc.ice import IceServer, rtc_configuration
 from callbot.rtc.resample import frame_to_mono, mono_resampler, resample_pcm
@@ -114,6 +114,7 @@ class SyntheticCaller:
         ice_servers: tuple[IceServer, ...] = (),
         keep_audio: bool = True,
         send_video: bool = False,
+        video_image: np.ndarray | None = None,  # send this still picture as the camera
         headers: dict[str, str] | None = None,  # e.g. Authorization for the POST
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -131,15 +132,22 @@ class SyntheticCaller:
         self._tasks: list[asyncio.Task[Any]] = []
         self._channel = self.pc.createDataChannel("events")
         self._channel.on("message", self._on_message)
-        self._send_video = send_video
+        self._send_video = send_video or video_image is not None
+        self._video_image = video_image
+        self.camera: MediaStreamTrack | None = None
+        self.bot_frames: list[tuple[float, np.ndarray]] = []  # the bot's video, as received
+        self.keep_bot_frames = 8  # the newest N decoded frames are kept
+        self.bot_frames_received = 0
 
     async def connect(self, timeout: float = 20.0) -> str:
         pc = self.pc
         pc.addTrack(self.mic)
         if self._send_video:
-            from .sources import ColorBarsTrack
+            from .sources import ColorBarsTrack, ImageTrack
 
-            pc.addTrack(ColorBarsTrack())
+            self.camera = (ColorBarsTrack() if self._video_image is None
+                           else ImageTrack(self._video_image))
+            pc.addTrack(self.camera)
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
         self.offer_sent_at = time.monotonic()
@@ -166,6 +174,21 @@ class SyntheticCaller:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
             self._tasks.append(asyncio.ensure_future(self._listen(track)))
+        elif track.kind == "video":
+            self._tasks.append(asyncio.ensure_future(self._watch(track)))
+
+    async def _watch(self, track: MediaStreamTrack) -> None:
+        """The bot's video: decoded frames are counted; the newest few are kept as RGB."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.bot_frames_received += 1
+            if self.keep_bot_frames:
+                assert isinstance(frame, VideoFrame)
+                self.bot_frames.append((time.monotonic(), frame.to_ndarray(format="rgb24")))
+                del self.bot_frames[: -self.keep_bot_frames]
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         resampler = mono_resampler(16_000)

@@ -34,7 +34,10 @@ class SpeechRecognizer(Protocol):
     def close(self) -> None: ...
 
     async def transcribe(
-        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False
+        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False,
+        prompt: str | None = None,
     ) -> Transcript:
-        """`partial=True` marks a best-effort preview: engines may queue it behind finals."""
+        """`partial=True` marks a best-effort preview: engines may queue it behind finals.
+        `prompt`: the conversation just before this audio (e.g. the bot's last question), a
+        hint for likely words; engines that cannot use it ignore it."""
         ...

@@ -26,6 +26,7 @@ WHISPER_MODELS = ("tiny.en", "base")
 FULL_WINDOW_FRAMES = 3000
 MIN_WINDOW_FRAMES = 1000
 WINDOW_MARGIN_FRAMES = 100
+PROMPT_MAX_TOKENS = 64  # the end of the conversation so far; Whisper allows up to 223
 
 
 def whisper_model_path(name: str) -> Path:
@@ -98,16 +99,19 @@ class FasterWhisperRecognizer:
         self._worker = worker or ModelWorker(f"asr-{model}")
 
     async def transcribe(
-        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False
+        self, pcm: np.ndarray, *, language: str | None = None, partial: bool = False,
+        prompt: str | None = None,
     ) -> Transcript:
         priority = PRIORITY_BACKGROUND if partial else PRIORITY_URGENT
-        return await self._worker.submit(self._transcribe_sync, pcm, language, priority=priority)
+        return await self._worker.submit(self._transcribe_sync, pcm, language, prompt,
+                                         priority=priority)
 
     @property
     def busy(self) -> bool:
         return not self._worker.idle
 
-    def _transcribe_sync(self, pcm: np.ndarray, language: str | None) -> Transcript:
+    def _transcribe_sync(self, pcm: np.ndarray, language: str | None,
+                         prompt: str | None = None) -> Transcript:
         started = time.perf_counter()
         audio = int16_to_float(pcm)
         audio_s = len(audio) / PIPELINE_RATE
@@ -116,9 +120,12 @@ class FasterWhisperRecognizer:
             features = self._model.feature_extractor(audio)
             frames = features.shape[-1]
             window = min(FULL_WINDOW_FRAMES, max(MIN_WINDOW_FRAMES, frames + WINDOW_MARGIN_FRAMES))
-            text, lang = self._decode(features, window, lang, audio_s)
+            text, lang = self._decode(features, window, lang, audio_s, prompt)
+            if prompt and (looks_hallucinated(text, audio_s) or repeats_itself(text)):
+                # a prompt can make the decoder loop: decode again without it
+                text, lang = self._decode(features, window, lang, audio_s, None)
             if window < FULL_WINDOW_FRAMES and looks_hallucinated(text, audio_s):
-                text, lang = self._decode(features, FULL_WINDOW_FRAMES, lang, audio_s)
+                text, lang = self._decode(features, FULL_WINDOW_FRAMES, lang, audio_s, None)
         return Transcript(
             text=text,
             language=lang,
@@ -127,7 +134,8 @@ class FasterWhisperRecognizer:
         )
 
     def _decode(
-        self, features: np.ndarray, window: int, language: str | None, audio_s: float
+        self, features: np.ndarray, window: int, language: str | None, audio_s: float,
+        context: str | None = None,
     ) -> tuple[str, str | None]:
         import ctranslate2
         from faster_whisper.audio import pad_or_trim
@@ -142,6 +150,11 @@ class FasterWhisperRecognizer:
             self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language
         )
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if context and context.strip():
+            # Whisper's "previous text": the words just before this audio make its words
+            # likelier (the bot asked about a city: "Paris", not "pairs").
+            previous = tokenizer.encode(" " + context.strip())[-PROMPT_MAX_TOKENS:]
+            prompt = [tokenizer.sot_prev, *previous, *prompt]
         result = model.generate(
             encoded,
             [prompt],
@@ -171,4 +184,16 @@ def looks_hallucinated(text: str, audio_s: float) -> bool:
         run = run + 1 if word == prev else 1
         if run >= 4:
             return True
+    return False
+
+
+def repeats_itself(text: str) -> bool:
+    """The same phrase twice in a row ("Medium, please? Medium, please?")."""
+    words = [w.strip(".,?!").lower() for w in text.split()]
+    n = len(words)
+    for size in range(1, n // 2 + 1):
+        for start in range(0, n - 2 * size + 1):
+            if size >= 2 or n <= 3:
+                if words[start:start + size] == words[start + size:start + 2 * size]:
+                    return True
     return False

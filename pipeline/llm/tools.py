@@ -37,6 +37,9 @@ class Tool:
     )
     fn: ToolFunction | None = None
     timeout_s: float = 10.0
+    # The first step of a reply must call a required tool (the OpenAI `tool_choice`: the one
+    # required tool by name, or "required" for several); the answer after its result is text.
+    required: bool = False
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI `tools` entry."""
