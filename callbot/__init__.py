@@ -41,6 +41,12 @@ _EXPORTS = {
     "IceServer": "callbot.rtc.ice",
     "Tool": "callbot.pipeline.llm.tools",
     "events": "callbot.pipeline.events",
+    "KnowledgeSettings": "callbot.signalling.config",
+    "MemorySettings": "callbot.signalling.config",
+    "KnowledgeBase": "callbot.pipeline.knowledge",
+    "KnowledgeSource": "callbot.pipeline.knowledge",
+    "Passage": "callbot.pipeline.knowledge",
+    "CallerMemory": "callbot.pipeline.memory",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -48,7 +54,11 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from callbot.pipeline import events as events
     from callbot.pipeline.engines import Engines as Engines
+    from callbot.pipeline.knowledge import KnowledgeBase as KnowledgeBase
+    from callbot.pipeline.knowledge import KnowledgeSource as KnowledgeSource
+    from callbot.pipeline.knowledge import Passage as Passage
     from callbot.pipeline.llm.tools import Tool as Tool
+    from callbot.pipeline.memory import CallerMemory as CallerMemory
     from callbot.pipeline.settings import TurnSettings as TurnSettings
     from callbot.rtc.ice import IceServer as IceServer
     from callbot.signalling.app import create_app as create_app
@@ -58,7 +68,9 @@ if TYPE_CHECKING:
     from callbot.signalling.config import AuthSettings as AuthSettings
     from callbot.signalling.config import CallbotConfig as CallbotConfig
     from callbot.signalling.config import ConfigError as ConfigError
+    from callbot.signalling.config import KnowledgeSettings as KnowledgeSettings
     from callbot.signalling.config import Limits as Limits
+    from callbot.signalling.config import MemorySettings as MemorySettings
     from callbot.signalling.errors import ApiError as ApiError
     from callbot.signalling.handle import CallHandle as CallHandle
     from callbot.signalling.hooks import CallHooks as CallHooks

@@ -16,6 +16,9 @@ from .turn_policy import TurnModel
 if TYPE_CHECKING:
     from .smart_turn import SmartTurnModel
 
+if TYPE_CHECKING:
+    from .remote_http import RemoteSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -44,8 +47,47 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
     if settings.llm_backend == "local":
         from .llm.llama_local import LlamaCppModel
 
+        if settings.llm_model == "qwen2.5-1.5b":
+            from .llm.quality import qwen_gguf_path
+
+            # Bigger model, slow prompt evaluation: keep states of earlier prompts (system
+            # prompt, each call's history) so a turn pays only for its new tokens.
+            return LlamaCppModel(qwen_gguf_path(), n_ctx=4096, n_threads=settings.llm_threads,
+                                 state_cache_bytes=768 * 1024 * 1024)
         return LlamaCppModel(n_threads=settings.llm_threads)
     raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
+
+
+def _remote(settings: EngineSettings, url: str) -> RemoteSettings:
+    from .remote_http import RemoteSettings  # aiohttp's client only when a model is remote
+
+    return RemoteSettings(base_url=url, timeout_s=settings.remote_timeout_s,
+                          retries=settings.remote_retries)
+
+
+def build_asr(settings: EngineSettings) -> SpeechRecognizer:
+    if settings.asr_url:
+        from .asr.remote import RemoteRecognizer
+
+        return RemoteRecognizer(_remote(settings, settings.asr_url), settings.asr_model,
+                                languages=("en",) if settings.asr_model.endswith(".en")
+                                else None)
+    from .asr.whisper import FasterWhisperRecognizer
+
+    return FasterWhisperRecognizer(settings.asr_model, cpu_threads=settings.asr_threads)
+
+
+def build_tts(settings: EngineSettings) -> SpeechSynthesizer:
+    if settings.tts_url:
+        from .tts.remote import RemoteSynthesizer
+
+        voices = (settings.tts_voice,) if settings.tts_voice else ()
+        return RemoteSynthesizer(_remote(settings, settings.tts_url), voices=voices,
+                                 default_voice=settings.tts_voice)
+    from .tts.piper import PiperSynthesizer
+
+    return PiperSynthesizer(default_voice=settings.tts_voice,
+                            length_scale=settings.tts_length_scale)
 
 
 def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None) -> Engines:
@@ -55,14 +97,9 @@ def load_engines(settings: EngineSettings, *, warm_up_prompt: str | None = None)
     llama.cpp completion took seconds; with the system prompt evaluated here, its tokens are
     already in the prompt cache when a call starts).
     """
-    from .asr.whisper import FasterWhisperRecognizer
-    from .tts.piper import PiperSynthesizer
-
-    asr = FasterWhisperRecognizer(settings.asr_model, cpu_threads=settings.asr_threads)
+    asr = build_asr(settings)
     llm = build_llm(settings)
-    tts = PiperSynthesizer(
-        default_voice=settings.tts_voice, length_scale=settings.tts_length_scale
-    )
+    tts = build_tts(settings)
     turn_model = load_turn_model(settings)
     log.info("engines loaded: asr=%s llm=%s tts=%s turn=%s", settings.asr_model, llm.name,
              tts.voices, turn_model.name if turn_model else None)

@@ -21,3 +21,7 @@ class LLMError(EngineError):
 
 class LLMTimeout(EngineError):
     """The reply took longer than `ReplySettings.timeout_s`."""
+
+
+class RemoteEngineError(EngineError):
+    """An engine on an inference server failed: unreachable, timed out, or answered an error."""

@@ -17,6 +17,8 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 ASR_MODELS = ("tiny.en", "base")
 LLM_BACKENDS = ("local", "openai")
+# Embedded models: the default, and the optional "quality" one (extra 'quality').
+LOCAL_LLM_MODELS = ("smollm2-135m", "qwen2.5-1.5b")
 TURN_MODELS = ("auto", "smart-turn-v3.2", "none")
 END_OF_TURN_POLICIES = ("transcript", "smart_turn", "smart_turn_only")
 
@@ -33,22 +35,33 @@ class EngineSettings:
     asr_threads: int = 2
     llm_backend: str = "local"  # "local" (embedded llama.cpp) or "openai"
     llm_threads: int = 2
+    llm_model: str = "smollm2-135m"  # embedded model: or "qwen2.5-1.5b" (extra 'quality')
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
     openai_api_key: str | None = None
     tts_voice: str | None = None  # default: the first installed Piper voice
     tts_length_scale: float | None = None
+    # Models on an inference server (OpenAI-compatible audio endpoints), e.g.
+    # "http://models:9000/v1"; None: the model runs in this process.
+    asr_url: str | None = None  # POST {asr_url}/audio/transcriptions
+    tts_url: str | None = None  # POST {tts_url}/audio/speech (streamed PCM)
+    remote_timeout_s: float = 10.0  # one request to an inference server
+    remote_retries: int = 2  # repeats of a request none of whose result was used
     # Audio end-of-turn model: "auto" (Smart Turn v3.2 when extra 'turn-model' is installed),
     # "smart-turn-v3.2" (required) or "none".
     turn_model: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.remote_timeout_s <= 0 or self.remote_retries < 0:
+            raise SettingsError("remote_timeout_s must be > 0 and remote_retries >= 0")
         if self.turn_model not in TURN_MODELS:
             raise SettingsError(f"turn_model: expected one of {', '.join(TURN_MODELS)}")
         if self.asr_model not in ASR_MODELS:
             raise SettingsError("asr_model: expected 'tiny.en' or 'base'")
         if self.llm_backend not in LLM_BACKENDS:
             raise SettingsError("llm_backend: expected 'local' or 'openai'")
+        if self.llm_model not in LOCAL_LLM_MODELS:
+            raise SettingsError("llm_model: expected 'smollm2-135m' or 'qwen2.5-1.5b'")
         _positive(self, "asr_threads", "llm_threads")
 
 

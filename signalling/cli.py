@@ -1,11 +1,14 @@
-"""`callbot` command line: `callbot serve`, `callbot loadtest`."""
+"""`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
+`callbot kb`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -13,10 +16,15 @@ from aiohttp import web
 
 from callbot import loadtest
 from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
+from callbot.pipeline.engines import Engines
+from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 
+from . import kb_cli
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
+from .engine_server import serve_engines
 from .slowclients import GuardedTCPSite
+from .workers import private_advertise, supervise, worker_count
 
 
 def _serve_parser(sub: Any) -> None:
@@ -46,8 +54,41 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--asr-model", choices=["tiny.en", "base"])
     p.add_argument("--llm-base-url", help="OpenAI-compatible server, e.g. http://host:8000/v1 "
                                           "(default: the embedded model)")
-    p.add_argument("--llm-model", help="model name sent to that server")
+    p.add_argument("--llm-model", help="embedded model: smollm2-135m (default) or "
+                                       "qwen2.5-1.5b (extra 'quality'); with --llm-base-url, "
+                                       "the model name sent to that server")
+    p.add_argument("--kb", dest="kb_db", metavar="FILE",
+                   help="knowledge base to answer from (built by `callbot kb add`; "
+                        "env CALLBOT_KB_DB)")
+    p.add_argument("--memory", action="store_true", default=None,
+                   help="remember known callers between calls (env CALLBOT_MEMORY)")
+    p.add_argument("--asr-url", help="ASR on an inference server (OpenAI-compatible "
+                                     "/audio/transcriptions), e.g. http://models:9000/v1")
+    p.add_argument("--tts-url", help="TTS on an inference server (OpenAI-compatible "
+                                     "/audio/speech, streamed PCM), e.g. http://models:9000/v1")
+    p.add_argument("--workers", default="1", metavar="N|auto",
+                   help="processes behind the one port (SO_REUSEPORT); auto: one per core")
+    p.add_argument("--cluster", metavar="REDIS_URL",
+                   help="join a cluster whose shared state is in Redis, e.g. "
+                        "redis://10.0.0.5:6379/0 (env CALLBOT_CLUSTER)")
+    p.add_argument("--advertise-url", metavar="URL",
+                   help="how the other nodes reach this one, e.g. http://10.0.0.7:8080 "
+                        "(env CALLBOT_ADVERTISE_URL)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
+
+
+def _engines_parser(sub: Any) -> None:
+    p = sub.add_parser("engines", help="serve this machine's ASR/TTS models over HTTP")
+    esub = p.add_subparsers(dest="engines_command", required=True)
+    s = esub.add_parser("serve", help="OpenAI-compatible /v1/audio/transcriptions and "
+                                      "/v1/audio/speech for call nodes (--asr-url/--tts-url)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=9000)
+    s.add_argument("--asr-model", choices=["tiny.en", "base"], default="tiny.en")
+    s.add_argument("--asr-threads", type=int, default=2)
+    s.add_argument("--tts-voice", help="default Piper voice (default: the first installed)")
+    s.add_argument("--log-level", default="INFO")
 
 
 def build_config(args: argparse.Namespace) -> CallbotConfig:
@@ -65,23 +106,45 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "auth.client_system_prompt": args.client_system_prompt,
         "engines.asr_model": args.asr_model,
         "engines.openai_base_url": args.llm_base_url,
-        "engines.openai_model": args.llm_model,
+        "engines.asr_url": args.asr_url,
+        "engines.tts_url": args.tts_url,
+        "cluster.redis_url": args.cluster,
+        "cluster.advertise_url": args.advertise_url,
+        "knowledge.db": args.kb_db,
+        "memory.enabled": args.memory,
     }
+    if args.llm_model in LOCAL_LLM_MODELS and not args.llm_base_url:
+        flags["engines.llm_model"] = args.llm_model
+    else:
+        flags["engines.openai_model"] = args.llm_model
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.llm_base_url:
         overrides["engines.llm_backend"] = "openai"
     return with_overrides(config, overrides)
 
 
-async def serve(config: CallbotConfig) -> None:
-    app = create_app(config)
+async def serve(config: CallbotConfig, *, engines: Engines | None = None,
+                worker_index: int | None = None) -> None:
+    """Run one server process (a worker of `--workers N` when `worker_index` is set)."""
+    private: socket.socket | None = None
+    if worker_index is not None:  # a private port of its own, advertised to its siblings
+        host = private_advertise(config.cluster.advertise_url)
+        private = socket.create_server((host, 0))
+        url_host = f"[{host}]" if ":" in host else host
+        config = with_overrides(config, {
+            "cluster.advertise_url": f"http://{url_host}:{private.getsockname()[1]}"})
+    app = create_app(config, engines=engines)
     runner = web.AppRunner(app, handle_signals=False)
     print("callbot: loading models...", flush=True)
     await runner.setup()
-    site = GuardedTCPSite(runner, config.host, config.port, limits=config.limits)
+    site = GuardedTCPSite(runner, config.host, config.port, limits=config.limits,
+                          reuse_port=True if worker_index is not None else None)
     await site.start()
+    if private is not None:
+        await web.SockSite(runner, private).start()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"callbot: ready, open http://{host}:{config.port}/ in a browser", flush=True)
+    who = f" (worker {worker_index}, pid {os.getpid()})" if worker_index is not None else ""
+    print(f"callbot: ready{who}, open http://{host}:{config.port}/ in a browser", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,25 +154,68 @@ async def serve(config: CallbotConfig) -> None:
     await runner.cleanup()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callbot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _engines_parser(sub)
     loadtest.add_parser(sub)
+    kb_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.command == "loadtest":
         return loadtest.main(args)
+    if args.command == "kb":
+        return kb_cli.main(args)
+    if args.command == "engines":
+        _logging(args.log_level)
+        settings = EngineSettings(asr_model=args.asr_model, asr_threads=args.asr_threads,
+                                  tts_voice=args.tts_voice)
+        asyncio.run(serve_engines(settings, args.host, args.port))
+        return 0
     if args.command == "serve":
-        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(CallIdFilter())
+        _logging(args.log_level)
         try:
             config = build_config(args)
-        except ConfigError as exc:
+            workers = worker_count(args.workers)
+        except (ConfigError, ValueError) as exc:
             print(f"callbot: bad configuration: {exc}", file=sys.stderr)
             return 2
-        asyncio.run(serve(config))
+        if workers > 1 and args.worker_index is None:
+            return supervise(_worker_argv(argv), workers, config.limits.max_calls,
+                             config.cluster.redis_url)
+        asyncio.run(serve(config, worker_index=args.worker_index))
     return 0
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(CallIdFilter())
+
+
+def _worker_argv(argv: list[str]) -> list[str]:
+    """The serve flags a worker gets (the supervisor sets --cluster and --max-calls)."""
+    dropped = ("--workers", "--cluster", "--max-calls", "--worker-index")
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if i == 0 and arg == "serve":
+            continue
+        name = arg.split("=", 1)[0]
+        if name in dropped:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -89,6 +89,59 @@ class AuthSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """Shared state of several workers/nodes in Redis (see signalling/cluster.py)."""
+
+    redis_url: str | None = None  # e.g. redis://10.0.0.5:6379/0; None: this process alone
+    advertise_url: str | None = None  # how other nodes reach this one, e.g. http://10.0.0.7:8080
+    node_ttl_s: float = 3.0  # a node silent this long is dead; its calls end as node_lost
+    heartbeat_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.node_ttl_s <= self.heartbeat_s or self.heartbeat_s <= 0:
+            raise ConfigError("node_ttl_s must be greater than heartbeat_s (> 0)")
+        if self.redis_url is not None and not self.redis_url.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis_url: expected redis://, rediss:// or unix://")
+
+
+@dataclasses.dataclass(frozen=True)
+class KnowledgeSettings:
+    """The documents the bot answers from (`callbot kb add ...`); off while `db` is unset."""
+
+    db: str | None = None  # the index file built by `callbot kb add`
+    passages: int = 3  # at most this many passages per turn
+    token_budget: int = 300  # and at most about this many tokens of them
+    min_similarity: float = 0.84  # a passage less similar to the question is not "found"
+    timeout_s: float = 2.0  # retrieval slower than this is skipped for the turn
+
+    def __post_init__(self) -> None:
+        if self.passages < 1 or self.token_budget < 20 or self.timeout_s <= 0:
+            raise ConfigError("passages >= 1, token_budget >= 20 and timeout_s > 0 are required")
+        if not -1 <= self.min_similarity <= 1:
+            raise ConfigError("min_similarity: expected -1..1")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySettings:
+    """Caller memory: off by default. Only callers with an identity (a signed call token's
+    `sub`, or `CallOptions.caller_id` set by the app) are remembered."""
+
+    enabled: bool = False
+    db: str = "callbot-memory.sqlite"
+    retention_days: float = 30.0  # older notes are deleted
+    max_chars: int = 800  # of remembered notes given to a call
+    summarizer: str = "auto"  # "llm", "last_turns", or "auto": llm unless the 135M default
+    keep_transcripts: bool = False  # store the full conversation with each note
+
+    def __post_init__(self) -> None:
+        if self.retention_days <= 0 or self.max_chars < 50:
+            raise ConfigError("retention_days > 0 and max_chars >= 50 are required")
+        if self.summarizer not in ("auto", "llm", "last_turns"):
+            raise ConfigError("summarizer: expected 'auto', 'llm' or 'last_turns'")
+
+
+@dataclasses.dataclass(frozen=True)
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -104,7 +157,10 @@ class CallbotConfig:
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    knowledge: KnowledgeSettings = dataclasses.field(default_factory=KnowledgeSettings)
+    memory: MemorySettings = dataclasses.field(default_factory=MemorySettings)
     vision: VisionSettings = dataclasses.field(default_factory=VisionSettings)
+    cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -205,6 +261,8 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
         return value
+    if field.type == "str | None" and raw is not None and not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected a string, got {raw!r}")
     if isinstance(default, float) or field.type in ("float | None",):
         if raw is None:
             return None
@@ -244,6 +302,10 @@ ENV_KEYS = {
     "CALLBOT_ICE_REMOTE_NETWORKS": "ice_remote_networks",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
+    "CALLBOT_ASR_URL": "engines.asr_url",
+    "CALLBOT_TTS_URL": "engines.tts_url",
+    "CALLBOT_CLUSTER": "cluster.redis_url",
+    "CALLBOT_ADVERTISE_URL": "cluster.advertise_url",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",
     "CALLBOT_LLM_BASE_URL": "engines.openai_base_url",
     "CALLBOT_LLM_MODEL": "engines.openai_model",
@@ -255,6 +317,15 @@ ENV_KEYS = {
     "CALLBOT_ALLOWED_ORIGINS": "auth.allowed_origins",
     "CALLBOT_AUTH_ADMIN_TOKENS": "auth.admin_tokens",
     "CALLBOT_CLIENT_SYSTEM_PROMPT": "auth.client_system_prompt",
+    "CALLBOT_LLM_LOCAL_MODEL": "engines.llm_model",
+    "CALLBOT_KB_DB": "knowledge.db",
+    "CALLBOT_KB_PASSAGES": "knowledge.passages",
+    "CALLBOT_KB_TOKEN_BUDGET": "knowledge.token_budget",
+    "CALLBOT_KB_MIN_SIMILARITY": "knowledge.min_similarity",
+    "CALLBOT_MEMORY": "memory.enabled",
+    "CALLBOT_MEMORY_DB": "memory.db",
+    "CALLBOT_MEMORY_RETENTION_DAYS": "memory.retention_days",
+    "CALLBOT_MEMORY_KEEP_TRANSCRIPTS": "memory.keep_transcripts",
     "CALLBOT_VISION_ENGINE": "vision.engine",
     "CALLBOT_VISION_BASE_URL": "vision.base_url",
     "CALLBOT_VISION_MODEL": "vision.model",

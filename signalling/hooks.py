@@ -24,6 +24,7 @@ credentials) are used after the configured `ice_servers`; if it fails the call i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,8 +78,7 @@ class HookRunner:
             if result is not None:
                 options = result
         if not options.tools and self.hooks.tools:
-            options = CallOptions(system_prompt=options.system_prompt, voice=options.voice,
-                                  language=options.language, tools=tuple(self.hooks.tools))
+            options = dataclasses.replace(options, tools=tuple(self.hooks.tools))
         return options
 
     async def ice_servers_for(self, request: web.Request,

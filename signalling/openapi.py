@@ -56,21 +56,33 @@ SPEC: dict[str, Any] = {
                 "responses": {"201": {"description": "the call, with the SDP answer",
                                       "content": {"application/json": {
                                           "schema": {"$ref": "#/components/schemas/Answer"}}}},
-                              **_errors(400, 401, 403, 413, 415, 429, 503)},
+                              **_errors(400, 401, 403, 413, 415, 429, 503, 504)},
             },
             "get": {"summary": "Active calls", "security": [{}, {"bearer": []}],
                     "responses": {"200": {"description": "{calls: [...]}"}, **_errors(401)}},
         },
-        "/v1/calls/{call_id}": {"delete": {
-            "summary": "Hang up",
-            "parameters": [{"name": "call_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {"204": {"description": "hung up"}, **_errors(404)}}},
+        "/v1/calls/{call_id}": {
+            "delete": {
+                "summary": "Hang up (on any node of a cluster)",
+                "parameters": [{"name": "call_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"204": {"description": "hung up"}, **_errors(404, 503, 504)}},
+            "get": {
+                "summary": "One call, live or recently ended (state, reason, node)",
+                "security": [{}, {"bearer": []}],
+                "parameters": [{"name": "call_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the call"}, **_errors(401, 404, 503)}}},
+        "/v1/cluster": {"get": {
+            "summary": "The live workers/nodes sharing this one's state",
+            "security": [{}, {"bearer": []}],
+            "responses": {"200": {"description": "{node, nodes: [...]}"},
+                          **_errors(401, 503)}}},
         "/v1/calls/{call_id}/hangup": {"post": {
             "summary": "Hang up (for navigator.sendBeacon, which can only POST)",
             "parameters": [{"name": "call_id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
-            "responses": {"204": {"description": "hung up"}, **_errors(403, 404)}}},
+            "responses": {"204": {"description": "hung up"}, **_errors(403, 404, 503, 504)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics",
                              "responses": {"200": {"description": "text exposition"}}}},

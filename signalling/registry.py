@@ -24,6 +24,15 @@ class CallRegistry:
             raise CallLimitReached
         self._reserved += 1
 
+    @property
+    def load(self) -> int:
+        """Live calls plus calls being negotiated."""
+        return len(self._calls) + self._reserved
+
+    @property
+    def full(self) -> bool:
+        return self.load >= self.max_calls
+
     def release_reservation(self) -> None:
         self._reserved -= 1
 

@@ -12,10 +12,14 @@ from aiohttp import web
 from callbot.rtc.offer_guard import OfferRefused, guard_offer
 
 from . import safejson
+from .augmentation import call_extras
 from .auth import Principal
 from .call import Call, CallOptions
+from .cluster import RedisStore, merge_metrics
 from .errors import ApiError
+from .forward import FORWARD_HEADER, forward_offer
 from .registry import CallLimitReached
+from .shared import ClusterUnavailable
 from .state import STATE, AppState
 
 log = logging.getLogger(__name__)
@@ -115,20 +119,42 @@ def _validate_options(raw: Any, state: AppState) -> CallOptions:
 @routes.post("/v1/calls")
 async def create_call(request: web.Request) -> web.Response:
     state = _state(request)
-    if state.draining:
-        raise ApiError(503, "shutting_down", "the server is shutting down")
+    store = state.store
+    forwarded = False
+    if isinstance(store, RedisStore) and FORWARD_HEADER in request.headers:
+        remote = store.verify_forward(request.headers[FORWARD_HEADER])
+        if remote is not None:  # a node of this cluster handed this offer on
+            request, forwarded = request.clone(remote=remote), True
+    reserved = False
+    if store.clustered:  # a slot first: a node that has none hands the offer on untouched
+        state.refuse_if_unavailable()
+        if not forwarded and not state.draining:
+            try:
+                state.registry.reserve()
+                reserved = True
+            except CallLimitReached:
+                pass
+        if not reserved and not forwarded:
+            return await _hand_on(request, state)
     try:
-        principal = state.auth.authenticate(request)
-    except ApiError as exc:
-        state.metrics.call_rejected(exc.code)
-        raise
-    state.admit(principal)  # per-client concurrency and rate: 429
-    try:
-        call, answer = await _negotiate(request, state, principal)
+        if state.draining:
+            raise ApiError(503, "shutting_down", "the server is shutting down")
+        try:
+            principal = state.auth.authenticate(request)
+        except ApiError as exc:
+            state.metrics.call_rejected(exc.code)
+            raise
+        await state.admit(principal)  # single-use token (401), per-client limits (429)
     except BaseException:
-        state.limiter.release(principal.client_id)
+        if reserved:
+            state.registry.release_reservation()
         raise
-    state.call_started(call, principal)
+    try:
+        call, answer = await _negotiate(request, state, principal, reserved=reserved)
+    except BaseException:
+        await state.store.release(principal.client_id)
+        raise
+    await state.call_started(call, principal)
     limits = state.config.limits
     return web.json_response({
         "call_id": call.id, "sdp": answer, "type": "answer",
@@ -136,31 +162,61 @@ async def create_call(request: web.Request) -> web.Response:
     }, status=201)
 
 
-async def _negotiate(request: web.Request, state: AppState, principal: Principal
-                     ) -> tuple[Call, str]:
-    limits = state.config.limits
-    body = await _read_json(request, limits.max_body_bytes, limits.body_timeout_s)
-    if (isinstance(body, dict) and isinstance(body.get("options"), dict)
-            and "system_prompt" in body["options"] and not state.client_prompt_allowed(principal)):
-        raise ApiError(403, "prompt_not_allowed",
-                       "this server does not let clients set 'system_prompt' "
-                       "(auth.client_system_prompt)")
-    sdp = _guard_offer(_validate_offer(body, limits.max_sdp_bytes), state)
-    options = _validate_options(body.get("options"), state)
-    options = await state.hook_runner.options_for(request, options)
-    ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
+async def _hand_on(request: web.Request, state: AppState) -> web.Response:
+    """This node is full or draining: the offer goes to the node with most free slots."""
+    store = state.store
+    assert isinstance(store, RedisStore)
     try:
-        state.registry.reserve()
+        target = await store.pick_node()
+    except ClusterUnavailable:
+        state.refuse_if_unavailable()
+        raise
+    if target is None:
+        state.metrics.call_rejected("capacity")
+        raise ApiError(503, "cluster_full", "every node of the cluster is at its call limit; "
+                       "try again later", headers={"Retry-After": "5"})
+    state.metrics.call_rejected("forwarded")
+    signed = store.sign_forward(request.remote or "unknown")
+    return await forward_offer(request, store.http(), target, signed)
+
+
+async def _negotiate(request: web.Request, state: AppState, principal: Principal, *,
+                     reserved: bool = False) -> tuple[Call, str]:
+    """Read and check the offer, take a slot (unless `reserved`), answer."""
+    limits = state.config.limits
+    try:
+        body = await _read_json(request, limits.max_body_bytes, limits.body_timeout_s)
+        if (isinstance(body, dict) and isinstance(body.get("options"), dict)
+                and "system_prompt" in body["options"]
+                and not state.client_prompt_allowed(principal)):
+            raise ApiError(403, "prompt_not_allowed",
+                           "this server does not let clients set 'system_prompt' "
+                           "(auth.client_system_prompt)")
+        sdp = _guard_offer(_validate_offer(body, limits.max_sdp_bytes), state)
+        options = _validate_options(body.get("options"), state)
+        options = await state.hook_runner.options_for(request, options)
+        extras = await call_extras(state, options, principal)
+        ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
+    except BaseException:
+        if reserved:
+            state.registry.release_reservation()
+        raise
+    try:
+        if not reserved:
+            state.registry.reserve()
     except CallLimitReached:
         state.metrics.call_rejected("capacity")
         raise ApiError(503, "too_many_calls",
                        f"the server is at its limit of {limits.max_calls} calls; try again later"
                        ) from None
     call = Call(
-        state.config, state.engines, options,
+        state.config, state.engines, extras.options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,
+        context_sources=extras.sources, caller_id=extras.caller_id,
         vision=state.vision,
     )
+    if extras.memory:
+        call.session.add_context(extras.memory)
     try:
         answer = await call.answer(sdp)
     except Exception as exc:
@@ -176,12 +232,59 @@ async def _negotiate(request: web.Request, state: AppState, principal: Principal
     return call, answer
 
 
+def _describe(state: AppState, call: Call) -> dict[str, Any]:
+    return {**call.describe(), "node": state.store.node_id}
+
+
+async def _cluster(state: AppState, op: Any) -> Any:
+    try:
+        return await op
+    except ClusterUnavailable:
+        raise ApiError(503, "cluster_unavailable", "the cluster's shared state (Redis) is "
+                       "unreachable", headers={"Retry-After": "5"}) from None
+
+
 @routes.get("/v1/calls")
 async def list_calls(request: web.Request) -> web.Response:
     """The caller's own calls (every call for an admin token)."""
     state = _state(request)
     principal = state.auth.authenticate(request, purpose="list")
-    return web.json_response({"calls": [c.describe() for c in state.calls_of(principal)]})
+    local = {c.id: _describe(state, c) for c in state.calls_of(principal)}
+    if not state.store.clustered:
+        return web.json_response({"calls": list(local.values())})
+    entries = [e for e in await _cluster(state, state.store.list_calls())
+               if e["call_id"] in local or principal.owns(str(e.get("client", "")))]
+    calls = [local.pop(e["call_id"]) if e["call_id"] in local else _public(e) for e in entries]
+    calls.extend(local.values())  # negotiated here but not yet written to the store
+    return web.json_response({"calls": calls})
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    """A store entry as the API shows it (the client key stays inside)."""
+    return {k: v for k, v in entry.items() if k != "client"}
+
+
+@routes.get("/v1/cluster")
+async def cluster_nodes(request: web.Request) -> web.Response:
+    """The live workers/nodes sharing this one's state (empty when it runs alone)."""
+    state = _state(request)
+    state.auth.authenticate(request, allow_call_tokens=False)
+    return web.json_response({"node": state.store.node_id,
+                              "nodes": await _cluster(state, state.store.nodes())})
+
+
+@routes.get("/v1/calls/{call_id}")
+async def get_call(request: web.Request) -> web.Response:
+    state = _state(request)
+    principal = state.auth.authenticate(request, purpose="list")
+    call_id = request.match_info["call_id"]
+    call = next((c for c in state.calls_of(principal) if c.id == call_id), None)
+    if call is not None:
+        return web.json_response(_describe(state, call))
+    entry = await _cluster(state, state.store.call_record(call_id))
+    if entry is None or not principal.owns(str(entry.get("client", ""))):
+        raise ApiError(404, "call_not_found", "no call with that id")
+    return web.json_response(_public(entry))
 
 
 @routes.delete("/v1/calls/{call_id}")
@@ -209,11 +312,21 @@ async def hangup_call(request: web.Request) -> web.Response:
 
 
 async def _hang_up(request: web.Request) -> web.Response:
-    call: Call | None = _state(request).registry.get(request.match_info["call_id"])
-    if call is None:
-        raise ApiError(404, "call_not_found", "no active call with that id")
-    await call.close("hangup")
-    return web.Response(status=204)
+    """End a call: here if it lives here, else through its owner (a cluster)."""
+    state = _state(request)
+    call_id = request.match_info["call_id"]
+    call: Call | None = state.registry.get(call_id)
+    if call is not None:
+        await call.close("hangup")
+        return web.Response(status=204)
+    if state.store.clustered and await _cluster(state, state.store.hangup(call_id)):
+        for _ in range(100):  # the owner ends it; wait (up to 5 s) until it says so
+            entry = await _cluster(state, state.store.call_record(call_id))
+            if entry is None or entry.get("state") == "ended":
+                return web.Response(status=204)
+            await asyncio.sleep(0.05)
+        raise ApiError(504, "hangup_timeout", "the node that owns the call did not end it")
+    raise ApiError(404, "call_not_found", "no active call with that id")
 
 
 @routes.get("/healthz")
@@ -222,7 +335,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({
         "status": "draining" if state.draining else "ok",
         "calls": len(state.registry),
-        "max_calls": state.config.limits.max_calls,
+        "max_calls": state.registry.max_calls,
+        "node": state.store.node_id,
+        "cluster": state.store.available if state.store.clustered else None,
         "asr": state.config.engines.asr_model,
         "llm": state.engines.llm.name,
         "voices": list(state.engines.tts.voices),
@@ -234,7 +349,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body, content_type = _state(request).metrics.render()
+    """This process's metrics; in a cluster the sum over every live worker/node (unless
+    `?scope=node`)."""
+    state = _state(request)
+    body, content_type = state.metrics.render()
+    store = state.store
+    if isinstance(store, RedisStore) and request.query.get("scope") != "node":
+        try:
+            texts = await store.cluster_metrics()
+        except ClusterUnavailable:
+            texts = []
+        if texts:
+            body = merge_metrics(texts).encode()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +21,12 @@ from .hooks import CallHooks, HookRunner
 from .metrics import CallMetrics
 from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
+from .shared import ClusterUnavailable, LocalStore, SharedStore
+
+if TYPE_CHECKING:
+    from callbot.pipeline.knowledge import KnowledgeBase
+
+    from .memory_routes import MemoryService
 
 
 @dataclass
@@ -34,7 +41,10 @@ class AppState:
     limiter: ClientLimiter = field(init=False)
     hook_runner: HookRunner = field(init=False)
     candidate_policy: CandidatePolicy = field(init=False)
+    store: SharedStore = field(init=False)  # LocalStore, or cluster.RedisStore (app start)
     draining: bool = False
+    knowledge: KnowledgeBase | None = None  # config.knowledge.db, opened at start-up
+    memory: MemoryService | None = None  # config.memory.enabled
 
     def __post_init__(self) -> None:
         limits = self.config.limits
@@ -48,21 +58,39 @@ class AppState:
             config.ice_remote_networks,
             config.ice_hosts if config.ice_hosts is not None else local_ice_addresses(),
             config.ice_public_ip)
+        self.store = LocalStore(self.limiter)
         self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
         self._owners: dict[str, str] = {}  # call id -> the identity that started it
 
-    def admit(self, principal: Principal) -> None:
-        """Per-client limits before a call is negotiated; 429 with Retry-After."""
+    def refuse_if_unavailable(self) -> None:
+        if not self.store.available:
+            self.metrics.call_rejected("cluster_unavailable")
+            raise ApiError(503, "cluster_unavailable",
+                           "the cluster's shared state (Redis) is unreachable: no new calls "
+                           "until it is back; calls in progress go on",
+                           headers={"Retry-After": "5"})
+
+    async def admit(self, principal: Principal) -> None:
+        """Single-use token and per-client limits before a call is negotiated: 401/429/503."""
         try:
-            self.limiter.admit(principal.client_id)
+            if principal.nonce is not None and not await self.store.use_nonce(*principal.nonce):
+                raise ApiError(401, "unauthorized", "this call token was already used")
+            await self.store.admit(principal.client_id)
         except RateLimited as exc:
             self.metrics.call_rejected("rate_limited")
             raise ApiError(429, "rate_limited", str(exc),
                            headers={"Retry-After": str(exc.retry_after)}) from None
+        except ClusterUnavailable:
+            self.refuse_if_unavailable()
+            raise
 
-    def call_started(self, call: Call, principal: Principal) -> None:
+    def client_of(self, call_id: str) -> str:
+        return self._clients.get(call_id, "unknown")
+
+    async def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
         self._owners[call.id] = principal.owner
+        await self.store.call_started(call.id, principal.client_id, {})
         self.hook_runner.started(CallHandle(
             call, client_id=principal.client_id, subject=principal.subject,
             remote=principal.remote,
@@ -86,13 +114,16 @@ class AppState:
         elif isinstance(event, ev.TranscriptFinal):
             self.hook_runner.transcript(call.id, event.text)
 
-    def on_call_closed(self, call: Call) -> None:
+    async def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)
         self._owners.pop(call.id, None)
         client = self._clients.pop(call.id, None)
         if client is not None:
-            self.limiter.release(client)
+            await self.store.release(client)
+            await self.store.call_ended(call.id, client, call.close_reason or "unknown")
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
+        if self.memory is not None:
+            self.memory.call_ended(call)
         self.metrics.call_ended(
             call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late
         )

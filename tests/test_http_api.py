@@ -272,7 +272,8 @@ async def test_metrics(one_call_server: str, http: aiohttp.ClientSession) -> Non
 @pytest.mark.parametrize(("method", "path", "status", "code"), [
     ("GET", "/no/such/path", 404, "not_found"),
     ("POST", "/v1/call", 404, "not_found"),
-    ("GET", "/v1/calls/abc", 405, "method_not_allowed"),
+    ("PUT", "/v1/calls/abc", 405, "method_not_allowed"),
+    ("GET", "/v1/calls/abc", 404, "call_not_found"),  # a call's entry, none with that id
     ("PUT", "/v1/calls", 405, "method_not_allowed"),
 ])
 async def test_unknown_routes_are_json(

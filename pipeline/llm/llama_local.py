@@ -40,14 +40,20 @@ class LlamaCppModel:
         n_ctx: int = 2048,
         n_threads: int = 2,
         worker: ModelWorker | None = None,
+        state_cache_bytes: int = 0,
     ) -> None:
         from llama_cpp import Llama
+        from llama_cpp.llama_cache import LlamaRAMCache
 
         path = model_path or smollm2_gguf_path()
         self.name = path.stem
         self.supports_tools = False  # the embedded chat template has no function calling
         started = time.perf_counter()
         self._llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        if state_cache_bytes:
+            # llama.cpp reuses the longest common prefix with the last prompt by itself; the
+            # state cache also keeps earlier prompts' states (other calls' histories).
+            self._llama.set_cache(LlamaRAMCache(capacity_bytes=state_cache_bytes))
         self.load_s = time.perf_counter() - started
         self._worker = worker or ModelWorker("llm-llama")
 

@@ -175,13 +175,13 @@ async def create_call(request: web.Request) -> web.Response:
     except ApiError as exc:
         state.metrics.call_rejected(exc.code)
         raise
-    state.admit(principal)
+    await state.admit(principal)
     try:
         call = await _negotiate(request, state, secret_session)
     except BaseException:
-        state.limiter.release(principal.client_id)
+        await state.store.release(principal.client_id)
         raise
-    state.call_started(call, principal)
+    await state.call_started(call, principal)
     return web.Response(status=201, body=call.answer_sdp, content_type="application/sdp",
                         headers={"Location": f"/v1/realtime/calls/{call.id}"})
 
@@ -266,11 +266,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     model = request.query.get("model")
     if model:
         config.model = model[:100]
-    state.admit(principal)
+    await state.admit(principal)
     try:
         state.registry.reserve()  # a WebSocket session holds a call slot while it lasts
     except CallLimitReached:
-        state.limiter.release(principal.client_id)
+        await state.store.release(principal.client_id)
         state.metrics.call_rejected("capacity")
         raise ApiError(503, "too_many_calls", "the server is at its call limit; try again later"
                        ) from None
@@ -282,7 +282,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         reason = await _serve_socket(ws, state, state.engines, config)
     finally:
         state.registry.release_reservation()
-        state.limiter.release(principal.client_id)
+        await state.store.release(principal.client_id)
     state.metrics.call_ended(reason, 0, 0)
     return ws
 
