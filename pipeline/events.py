@@ -158,10 +158,19 @@ class Error(Event):
     message: str
 
 
+@dataclass(frozen=True)
+class IdleWarning(Event):
+    """No speech (or typed turn) from the caller for a while: the call ends in `seconds_left`
+    unless they speak. Silent audio (a muted microphone) is not activity."""
+
+    type: ClassVar[str] = "idle.warning"
+    seconds_left: float
+
+
 SERVER_EVENTS: tuple[type[Event], ...] = (
     SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, ResponseTextDelta,
     ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, VisionUsed,
-    SafetyFlagged, Error,
+    SafetyFlagged, Error, IdleWarning,
 )
 
 

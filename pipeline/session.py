@@ -27,6 +27,7 @@ import numpy as np
 from . import events as ev
 from .asr.prompt import asr_prompt
 from .augment import ContextSource, TurnRequest, gather_context
+from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
 from .lang import CallLanguage, language_instruction
@@ -147,6 +148,11 @@ class VoiceSession:
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
         self.state: ev.BotStateName = "listening"
+
+    @property
+    def hearing_speech(self) -> bool:
+        """The caller is speaking now (inside a voiced segment): activity, unlike silence."""
+        return self._segmenter.in_segment and not self._segmenter.paused
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -579,7 +585,9 @@ class VoiceSession:
         if instruction is not None:  # part of the (cached) system prompt prefix of the call
             messages[0] = {"role": "system", "content": f"{messages[0]['content']} {instruction}"}
         messages.append({"role": "user", "content": user_text})
-        return messages
+        reply = self.settings.reply
+        return fit_messages(messages, reply.context_window_tokens - reply.max_tokens,
+                            lambda text: estimate_tokens(text, reply.bytes_per_token))
 
     async def _speak(self, turn: Turn, text: str) -> None:
         if not self.speak_replies:

@@ -115,9 +115,16 @@ class ReplySettings:
     max_history_messages: int = 16
     max_context_chars: int = 4000  # notes added by the app (`CallHandle.add_context`)
     timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout
+    # The model's context window: prompt + notes + history + passages + the turn + the reply
+    # are trimmed to fit it (oldest history first). 2048: the embedded SmolLM2's n_ctx.
+    context_window_tokens: int = 2048
+    bytes_per_token: float = 2.5  # the estimate used to fit (conservative for English)
 
     def __post_init__(self) -> None:
-        _positive(self, "max_tokens", "max_history_messages", "max_context_chars", "timeout_s")
+        _positive(self, "max_tokens", "max_history_messages", "max_context_chars", "timeout_s",
+                  "context_window_tokens", "bytes_per_token")
+        if self.max_tokens + 128 > self.context_window_tokens:
+            raise SettingsError("max_tokens: must leave room in context_window_tokens")
         if not 0 <= self.temperature <= 2:
             raise SettingsError("temperature: expected 0..2")
 

@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -63,10 +64,12 @@ def mint_call_token(secret: str, ttl_s: float = 60.0, subject: str | None = None
     return f"{part}.{_sign(secret, part)}"
 
 
-def verify_call_token(secret: str, token: str, *, now: float | None = None) -> dict[str, object]:
+def verify_call_token(secret: str, token: str, *, now: float | None = None,
+                      check_expiry: bool = True) -> dict[str, object]:
     """The token's payload, if it is signed with `secret` and not expired (raises otherwise).
     Does not check single use: see `NonceStore`."""
-    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
+    if (len(token) > MAX_TOKEN_CHARS or token.count(".") != 1 or not token.isascii()
+            or not token.isprintable()):
         raise InvalidToken("malformed token")
     part, signature = token.split(".")
     if not hmac.compare_digest(_sign(secret, part), signature):
@@ -81,13 +84,22 @@ def verify_call_token(secret: str, token: str, *, now: float | None = None) -> d
     if (not isinstance(exp, int | float) or isinstance(exp, bool) or not isinstance(nonce, str)
             or (sub is not None and not isinstance(sub, str))):
         raise InvalidToken("malformed token")
-    if (time.time() if now is None else now) >= exp:
+    if check_expiry and (time.time() if now is None else now) >= exp:
         raise InvalidToken("token expired")
     return payload
 
 
-class NonceStore:
-    """Nonces of tokens already used, each kept until its token expires."""
+class NonceStore(Protocol):
+    """Where used call-token nonces are remembered. One process: `MemoryNonceStore`; several
+    workers or nodes share one store (e.g. Redis) so a token is single-use across all of them."""
+
+    def use(self, nonce: str, exp: float, *, now: float | None = None) -> bool:
+        """Record `nonce` until `exp`; False if it was used before."""
+        ...
+
+
+class MemoryNonceStore:
+    """Nonces of tokens already used in this process, each kept until its token expires."""
 
     def __init__(self) -> None:
         self._seen: dict[str, float] = {}
@@ -108,18 +120,36 @@ class NonceStore:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: `client_id` keys the per-client limits."""
+    """Who is calling: `client_id` keys the per-client limits; `owner` is the identity that
+    owns the calls it starts (who may list and end them)."""
 
     client_id: str
-    kind: str  # "anonymous" | "token" | "call_token"
+    kind: str  # "anonymous" | "token" | "admin" | "call_token"
     subject: str | None = None
     remote: str | None = None
+    owner: str = ""
+    admin: bool = False
+    authenticated: bool = False  # it showed a credential (not the open mode)
+
     nonce: tuple[str, float] | None = None  # a call token's (nonce, exp): the shared store
     # (signalling/shared.py) claims it once across workers and nodes
 
+    def owns(self, owner: str) -> bool:
+        return self.admin or (bool(self.owner) and hmac.compare_digest(self.owner, owner))
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+# Headers a reverse proxy adds: their presence means the loopback peer is a proxy for someone.
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+                 "X-Real-IP", "Via", "X-Client-IP", "True-Client-IP", "CF-Connecting-IP",
+                 "X-Original-Forwarded-For", "Fastly-Client-IP")
+
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -127,56 +157,128 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _host_part(value: str) -> str:
+    """'name:port' / '[::1]:port' / 'name' -> the host."""
+    value = value.strip()
+    if value.startswith("["):
+        return value[: value.find("]") + 1]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+def is_local_request(request: web.BaseRequest) -> bool:
+    """The actual peer is loopback, no proxy forwarded it, and it names a loopback host (no
+    DNS rebinding) from a loopback page (or none): the operator's own machine."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if not peer or not isinstance(peer, tuple) or not is_loopback(str(peer[0])):
+        return False
+    if any(name in request.headers for name in PROXY_HEADERS):
+        return False
+    host = request.headers.get("Host")
+    if host is None or not is_loopback(_host_part(host)):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        _, _, rest = origin.partition("://")
+        if not is_loopback(_host_part(rest.split("/", 1)[0])):
+            return False
+    return True
+
+
 class Authenticator:
-    def __init__(self, settings: AuthSettings, listen_host: str) -> None:
+    """Mode "none": open. Mode "token": a credential always. Mode "auto" (default): a
+    credential unless the request is local (`is_local_request`) and no credential is
+    configured — configured tokens are always enforced."""
+
+    def __init__(self, settings: AuthSettings, nonces: NonceStore | None = None) -> None:
         self.settings = settings
-        mode = settings.mode
-        if mode == "auto":
-            mode = "none" if is_loopback(listen_host) else "token"
-        self.required = mode == "token"
-        self.nonces = NonceStore()
+        self.nonces: NonceStore = nonces or MemoryNonceStore()
         self._origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
-        if self.required and not settings.bearer_tokens and not settings.signing_secret:
+        self.has_credentials = bool(settings.bearer_tokens or settings.admin_tokens
+                                    or settings.signing_secret)
+        self._warned = False
+        if settings.mode == "token" and not self.has_credentials:
             log.warning("auth: tokens are required but none are configured (auth.bearer_tokens "
                         "or auth.signing_secret): every call will be refused")
 
-    def check_origin(self, request: web.Request) -> None:
+    def required_for(self, request: web.BaseRequest) -> bool:
+        mode = self.settings.mode
+        if mode == "none":
+            return False
+        if mode == "token" or self.has_credentials:
+            return True
+        return not is_local_request(request)
+
+    def check_origin(self, request: web.BaseRequest) -> None:
         origin = request.headers.get("Origin")
         if self._origins and origin is not None and origin.rstrip("/").lower() not in self._origins:
             raise ApiError(403, "forbidden", "this origin may not start calls")
 
-    def authenticate(self, request: web.Request, *, allow_call_tokens: bool = True) -> Principal:
-        """Check the request's Origin and credentials; 401/403 as ApiError."""
+    def authenticate(self, request: web.BaseRequest, *, purpose: str = "create",
+                     allow_call_tokens: bool = True) -> Principal:
+        """Check the request's Origin and credentials; 401/403 as ApiError.
+
+        `purpose`: "create" (a call token is spent: single use), "list" (call tokens are
+        refused: a browser's token is not an operator's), "manage" (a call token already spent
+        still identifies the call it started, expired or not, so the page can hang up)."""
         self.check_origin(request)
         remote = request.remote or "unknown"
-        if not self.required:
-            return Principal(client_id=f"ip:{remote}", kind="anonymous", remote=remote)
+        if not self.required_for(request):
+            return Principal(client_id=f"ip:{remote}", kind="anonymous", remote=remote,
+                             owner=f"ip:{remote}")
         token = _bearer(request)
         if token is None:
+            if not self.has_credentials and not self._warned:
+                self._warned = True
+                log.warning("auth: a request that is not local (a public address, a proxy "
+                            "header or a foreign Host) was refused: no token is configured. "
+                            "Set auth.bearer_tokens / auth.signing_secret, or auth.mode = "
+                            "\"none\" to run open on purpose")
             raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
+        for admin in self.settings.admin_tokens:
+            if hmac.compare_digest(admin.encode(), token.encode()):
+                return Principal(client_id=f"token:{_digest(token)}", kind="admin",
+                                 remote=remote, owner=f"token:{_digest(token)}", admin=True,
+                                 authenticated=True)
         for static in self.settings.bearer_tokens:
             if hmac.compare_digest(static.encode(), token.encode()):
-                digest = hashlib.sha256(token.encode()).hexdigest()[:12]
-                return Principal(client_id=f"token:{digest}", kind="token", remote=remote)
+                return Principal(client_id=f"token:{_digest(token)}", kind="token",
+                                 remote=remote, owner=f"token:{_digest(token)}",
+                                 authenticated=True)
         secret = self.settings.signing_secret
-        if secret and allow_call_tokens:
+        if secret and purpose != "list" and allow_call_tokens:
             try:
-                payload = verify_call_token(secret, token)
+                payload = verify_call_token(secret, token, check_expiry=purpose != "manage")
             except InvalidToken as exc:
                 raise ApiError(401, "unauthorized", f"invalid call token: {exc}") from None
-            if not self.nonces.use(str(payload["nonce"]), float(payload["exp"])):  # type: ignore[arg-type]
+            nonce = str(payload["nonce"])
+            if purpose == "create" and not self.nonces.use(
+                    nonce, float(payload["exp"])):  # type: ignore[arg-type]
                 raise ApiError(401, "unauthorized", "this call token was already used")
             sub = payload.get("sub")
-            client = f"sub:{sub}" if isinstance(sub, str) else f"ip:{remote}"
-            return Principal(client_id=client, kind="call_token",
-                             subject=sub if isinstance(sub, str) else None, remote=remote,
-                             nonce=(str(payload["nonce"]), float(payload["exp"])))  # type: ignore[arg-type]
+            subject = sub if isinstance(sub, str) else None
+            return Principal(client_id=f"sub:{subject}" if subject else f"ip:{remote}",
+                             kind="call_token", subject=subject, remote=remote,
+                             owner=f"sub:{subject}" if subject else f"nonce:{nonce}",
+                             authenticated=True,
+                             nonce=(nonce, float(payload["exp"])))  # type: ignore[arg-type]
         raise ApiError(401, "unauthorized", "invalid token")
 
 
-def _bearer(request: web.Request) -> str | None:
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def _bearer(request: web.BaseRequest) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    if not header:
         return None
-    return value.strip()
+    value = value.strip()
+    if (scheme.lower() != "bearer" or not value or len(value) > MAX_TOKEN_CHARS
+            or not value.isascii() or not value.isprintable() or " " in value):
+        raise ApiError(401, "unauthorized", "malformed credentials: send "
+                       "'Authorization: Bearer <token>' with a printable ASCII token")
+    return value

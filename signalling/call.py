@@ -41,6 +41,8 @@ from callbot.rtc.peer import (
 )
 from callbot.rtc.tracks import LatestVideoFrame, PacedAudioTrack, drain_video, pump_audio
 
+from . import safejson
+from .channel_limits import TokenBucket
 from .config import CallbotConfig
 from .sight import camera_frames, show_event
 
@@ -140,8 +142,15 @@ class Call:
         self.protocol: EventProtocol | None = None  # None: callbot's own `events` channel
         self._channel: RTCDataChannel | None = None
         self._unsent: list[str] = []
+        limits = config.limits
+        self._messages_in = TokenBucket(limits.channel_messages_per_s, limits.channel_burst)
+        self._typed_turns = TokenBucket(limits.typed_turns_per_minute / 60, limits.typed_turn_burst)
+        self._limit_error_at = -1e9  # when the last rate_limited error event went out
+        self._send_full_since: float | None = None  # the send buffer is over its bound since
+        self.events_dropped = 0  # events not sent: buffer full, or over the peer's size limit
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_audio = time.monotonic()
+        self._last_audio = time.monotonic()  # the caller's last speech or typed turn
+        self._idle_warned = False
         self._packets_in = -1  # packets received from the peer, as last counted
         self._packets_at = time.monotonic()  # when that count last grew
         self._closing: asyncio.Task[None] | None = None
@@ -206,11 +215,16 @@ class Call:
 
     def _on_audio(self, frame: Any) -> None:
         self.audio_frames_in += 1
-        self._last_audio = time.monotonic()
         if self.protocol is not None:
             self.protocol.feed(frame)
         else:
             self.session.feed(frame)
+        if self.session.hearing_speech:  # silence (a muted microphone) is not activity
+            self._mark_active()
+
+    def _mark_active(self) -> None:
+        self._last_audio = time.monotonic()
+        self._idle_warned = False
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         protocol = self.protocol
@@ -244,8 +258,17 @@ class Call:
             if self.age_s > limits.max_call_s:
                 self.send_event(ev.Error(code="max_duration", message="call time limit"))
                 return await self.close("max_duration")
-            if self.state == "active" and now - self._last_audio > limits.idle_timeout_s:
+            idle = now - self._last_audio if self.state == "active" else 0.0
+            if idle > limits.idle_timeout_s:
                 return await self.close("idle_timeout")
+            warn_before = min(15.0, limits.idle_timeout_s / 3)
+            if idle > limits.idle_timeout_s - warn_before and not self._idle_warned:
+                self._idle_warned = True
+                self.send_event(ev.IdleWarning(
+                    seconds_left=round(limits.idle_timeout_s - idle, 1)))
+            full = self._send_full_since
+            if full is not None and now - full > limits.send_stall_s:
+                return await self.close("send_buffer_full")
 
     def _heard_from_peer(self, now: float) -> float:
         """When a packet (RTP, RTCP, data channel) last came from the peer.
@@ -284,27 +307,61 @@ class Call:
         """One message on the data channel (kept until the channel opens, bounded)."""
         channel = self._channel
         if channel is not None and channel.readyState == "open":
-            channel.send(message)
+            self._send(channel, message)
         elif len(self._unsent) < 256:  # before the channel opens; bounded
             self._unsent.append(message)
+
+    def _send(self, channel: RTCDataChannel, message: str) -> None:
+        """Send, or drop: past the send-buffer bound (a peer that stops reading), or a message
+        over the peer's `max-message-size`. Never raises: a lost event must not end the call."""
+        bound = self.config.limits.max_send_buffer_bytes
+        if channel.bufferedAmount + len(message) > bound:
+            self.events_dropped += 1
+            if self._send_full_since is None:
+                self._send_full_since = time.monotonic()
+                log.warning("call %s: the peer is not reading its data channel (%d bytes "
+                            "unsent): dropping events", self.id, channel.bufferedAmount)
+            return
+        self._send_full_since = None
+        try:
+            channel.send(message)
+        except Exception as exc:  # e.g. over the max-message-size the offer announced
+            self.events_dropped += 1
+            log.debug("call %s: event dropped: %s", self.id, exc)
 
     def _flush_events(self) -> None:
         channel = self._channel
         if channel is None:
             return
         for message in self._unsent:
-            channel.send(message)
+            self._send(channel, message)
         self._unsent.clear()
 
     def _on_message(self, message: str | bytes) -> None:
+        """A message from the caller; whatever it is, the call goes on."""
+        try:
+            self._handle_message(message)
+        except Exception:  # a bug must cost one message, not the call
+            log.exception("call %s: data-channel message failed", self.id)
+            self._client_error("bad_message", "the message could not be handled")
+
+    def _rate_limited(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._limit_error_at >= 1.0:  # one error a second, not one per message
+            self._limit_error_at = now
+            self._client_error("rate_limited", f"too many {what}; slow down")
+
+    def _handle_message(self, message: str | bytes) -> None:
         limits = self.config.limits
+        if not self._messages_in.take():
+            return self._rate_limited("messages")
         if isinstance(message, bytes) or len(message) > limits.max_event_bytes:
             return self._client_error("bad_message", "messages are JSON text of at most "
                                       f"{limits.max_event_bytes} bytes")
         try:
-            data = json.loads(message)
-        except json.JSONDecodeError:
-            return self._client_error("bad_message", "message is not valid JSON")
+            data = safejson.loads(message, max_depth=4)
+        except safejson.InvalidJson as exc:
+            return self._client_error("bad_message", f"message is not valid JSON ({exc})")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             return self._client_error("bad_message", "message needs a string 'type'")
         kind = data["type"]
@@ -317,7 +374,9 @@ class Call:
             look = data.get("look", False)
             if not isinstance(look, bool):
                 return self._client_error("bad_message", "input.text 'look' must be a boolean")
-            self._last_audio = time.monotonic()  # a typed turn is activity (text-only calls)
+            if not self._typed_turns.take():
+                return self._rate_limited("typed turns")
+            self._mark_active()  # a typed turn is activity (text-only calls)
             self.session.submit_text(text, look=look)
         elif kind == ev.ResponseCancel.type:
             self.session.cancel_response()

@@ -24,6 +24,7 @@ from . import kb_cli
 from .app import create_app
 from .config import CallbotConfig, ConfigError, with_overrides
 from .engine_server import serve_engines
+from .slowclients import GuardedTCPSite
 from .workers import private_advertise, supervise, worker_count
 
 
@@ -41,6 +42,13 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--auth-token", action="append", dest="auth_tokens", metavar="TOKEN",
                    help="static bearer token that may start calls (repeatable; "
                         "env CALLBOT_AUTH_TOKENS)")
+    p.add_argument("--auth-mode", choices=["auto", "none", "token"],
+                   help="auto (default): open only to requests from this machine while no "
+                        "token is configured; none: open on purpose; token: always a token")
+    p.add_argument("--admin-token", action="append", dest="admin_tokens", metavar="TOKEN",
+                   help="token that may list and end every call (repeatable)")
+    p.add_argument("--client-system-prompt", choices=["auto", "allow", "deny"],
+                   help="may clients set options.system_prompt (auto: only with a token)")
     p.add_argument("--allowed-origin", action="append", dest="allowed_origins",
                    metavar="ORIGIN", help="browser Origin allowed to start calls (repeatable; "
                                           "env CALLBOT_ALLOWED_ORIGINS)")
@@ -98,6 +106,9 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "limits.max_calls": args.max_calls,
         "auth.bearer_tokens": args.auth_tokens,
         "auth.allowed_origins": args.allowed_origins,
+        "auth.mode": args.auth_mode,
+        "auth.admin_tokens": args.admin_tokens,
+        "auth.client_system_prompt": args.client_system_prompt,
         "engines.asr_model": args.asr_model,
         "languages": args.languages,
         "engines.openai_base_url": args.llm_base_url,
@@ -132,8 +143,8 @@ async def serve(config: CallbotConfig, *, engines: Engines | None = None,
     runner = web.AppRunner(app, handle_signals=False)
     print("callbot: loading models...", flush=True)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port,
-                       reuse_port=True if worker_index is not None else None)
+    site = GuardedTCPSite(runner, config.host, config.port, limits=config.limits,
+                          reuse_port=True if worker_index is not None else None)
     await site.start()
     if private is not None:
         await web.SockSite(runner, private).start()

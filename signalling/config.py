@@ -41,6 +41,21 @@ class Limits:
     max_calls_per_client: int = 4  # concurrent calls of one client (token subject or IP)
     call_rate_per_minute: float = 30.0  # call set-ups per client per minute (token bucket)
     drain_s: float = 10.0  # on shutdown: how long active calls may go on before being closed
+    # Slow clients (see signalling/slowclients.py): headers and body must arrive in time.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_pending_connections: int = 64  # connections without a finished request, beyond: closed
+    # One call's data channel: messages and typed turns per call (token buckets), and how much
+    # may wait unsent for a peer that stops reading before events are dropped / the call ends.
+    channel_messages_per_s: float = 10.0
+    channel_burst: int = 20
+    typed_turns_per_minute: float = 30.0
+    typed_turn_burst: int = 6
+    max_send_buffer_bytes: int = 256 * 1024
+    send_stall_s: float = 15.0  # the send buffer stays full this long: the call is ended
+    # The offer: what a browser needs is a handful of each.
+    max_m_lines: int = 8
+    max_remote_candidates: int = 24
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -52,14 +67,27 @@ class Limits:
 class AuthSettings:
     """Who may start calls (see signalling/auth.py)."""
 
-    mode: str = "auto"  # "auto": none on a loopback listen address, else "token"; "none"; "token"
+    # "auto": open only for a local request (loopback peer, no proxy header, loopback Host
+    # and Origin) while no credential is configured, else a token; "none": open on purpose;
+    # "token": always a token.
+    mode: str = "auto"
     bearer_tokens: tuple[str, ...] = ()  # static API tokens (Authorization: Bearer ...)
+    admin_tokens: tuple[str, ...] = ()  # may list and end every call (and start calls)
     signing_secret: str | None = None  # verifies short-lived single-use call tokens
     allowed_origins: tuple[str, ...] = ()  # when set, a browser Origin outside it gets 403
+    # May a client set `options.system_prompt`? "auto": only an authenticated one (a token),
+    # never in the open mode; "allow"; "deny".
+    client_system_prompt: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "none", "token"):
             raise ConfigError("mode: expected 'auto', 'none' or 'token'")
+        if self.client_system_prompt not in ("auto", "allow", "deny"):
+            raise ConfigError("client_system_prompt: expected 'auto', 'allow' or 'deny'")
+        for name in ("bearer_tokens", "admin_tokens"):
+            for token in getattr(self, name):
+                if not token.isascii() or not token.isprintable() or " " in token:
+                    raise ConfigError(f"{name}: tokens must be printable ASCII without spaces")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +150,10 @@ class CallbotConfig:
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
     ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
+    # Remote candidates that get connectivity checks (CIDRs). None: automatic — a public
+    # deployment (ice_public_ip, or a global ice_hosts address) checks global addresses only
+    # (no loopback/private/link-local); a loopback or private one checks any unicast address.
+    ice_remote_networks: tuple[str, ...] | None = None
     # What a call may ask for or be detected as (ASR, conversation, voice). More than English
     # needs engines.asr_model "auto" (or "base").
     languages: tuple[str, ...] = ("en",)
@@ -148,6 +180,12 @@ class CallbotConfig:
         for host in self.ice_hosts or ():
             if not _is_ip(host):
                 raise ConfigError(f"ice_hosts: {host!r} is not an IP address")
+        for network in self.ice_remote_networks or ():
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"ice_remote_networks: {network!r} is not a network (CIDR)"
+                                  ) from None
         if self.ice_public_ip is not None and not _is_ip(self.ice_public_ip):
             raise ConfigError(f"ice_public_ip: {self.ice_public_ip!r} is not an IP address")
 
@@ -217,9 +255,9 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
         return tuple(_ice_server(item, f"{name}[{i}]") for i, item in enumerate(raw or []))
     if isinstance(default, dict):
         return _string_map(raw, name)
-    if field.name in ("ice_hosts", "languages", "bearer_tokens", "allowed_origins",
-                      "server_voices"):
-        if raw is None and field.name == "ice_hosts":
+    if field.name in ("ice_hosts", "languages", "bearer_tokens", "admin_tokens",
+                      "allowed_origins", "server_voices", "ice_remote_networks"):
+        if raw is None and field.name in ("ice_hosts", "ice_remote_networks"):
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -290,6 +328,7 @@ ENV_KEYS = {
     "CALLBOT_PORT": "port",
     "CALLBOT_ICE_HOSTS": "ice_hosts",
     "CALLBOT_ICE_PUBLIC_IP": "ice_public_ip",
+    "CALLBOT_ICE_REMOTE_NETWORKS": "ice_remote_networks",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
     "CALLBOT_ASR_URL": "engines.asr_url",
@@ -313,6 +352,8 @@ ENV_KEYS = {
     "CALLBOT_TTS_SERVER_URL": "tts.server_url",
     "CALLBOT_TTS_SERVER_VOICES": "tts.server_voices",
     "CALLBOT_TTS_SERVER_API_KEY": "tts.server_api_key",
+    "CALLBOT_AUTH_ADMIN_TOKENS": "auth.admin_tokens",
+    "CALLBOT_CLIENT_SYSTEM_PROMPT": "auth.client_system_prompt",
     "CALLBOT_LLM_LOCAL_MODEL": "engines.llm_model",
     "CALLBOT_KB_DB": "knowledge.db",
     "CALLBOT_KB_PASSAGES": "knowledge.passages",

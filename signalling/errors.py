@@ -45,7 +45,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        response = error_response(exc.status, exc.code, exc.message, exc.headers)
+        if exc.status in (408, 413):  # the rest of the body may never come: do not wait for it
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from callbot.rtc.offer_guard import OfferRefused, guard_offer
+
+from . import safejson
 from .augmentation import call_extras
 from .auth import Principal
 from .call import Call, CallOptions
@@ -29,18 +31,32 @@ def _state(request: web.Request) -> AppState:
     return request.app[STATE]
 
 
-async def _read_json(request: web.Request, max_bytes: int) -> Any:
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the offer as application/json")
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, however it arrives (several TCP segments, chunked), up to `max_bytes`
+    (413) and within `timeout_s` (408: a client that trickles its body is dropped)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
-    body = await request.content.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    body = bytearray()
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
+    except TimeoutError:
+        raise ApiError(408, "body_timeout",
+                       f"the request body did not arrive within {timeout_s:g} s") from None
+    return bytes(body)
+
+
+async def _read_json(request: web.Request, max_bytes: int, timeout_s: float) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the offer as application/json")
+    body = await read_body(request, max_bytes, timeout_s)
+    try:
+        return safejson.loads(body)
+    except safejson.InvalidJson as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON ({exc})") from None
 
 
 def _validate_offer(body: Any, max_sdp_bytes: int) -> str:
@@ -62,6 +78,16 @@ def _validate_offer(body: Any, max_sdp_bytes: int) -> str:
     if not any(line.startswith("m=audio ") for line in sdp.splitlines()):
         raise ApiError(400, "no_audio", "the offer has no audio m-line: a call needs a microphone")
     return sdp
+
+
+def _guard_offer(sdp: str, state: AppState) -> str:
+    limits = state.config.limits
+    try:
+        return guard_offer(sdp, max_m_lines=limits.max_m_lines,
+                           max_candidates=limits.max_remote_candidates,
+                           policy=state.candidate_policy)
+    except OfferRefused as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
 
 
 def _validate_options(raw: Any, state: AppState) -> CallOptions:
@@ -159,8 +185,14 @@ async def _negotiate(request: web.Request, state: AppState, principal: Principal
     """Read and check the offer, take a slot (unless `reserved`), answer."""
     limits = state.config.limits
     try:
-        body = await _read_json(request, limits.max_body_bytes)
-        sdp = _validate_offer(body, limits.max_sdp_bytes)
+        body = await _read_json(request, limits.max_body_bytes, limits.body_timeout_s)
+        if (isinstance(body, dict) and isinstance(body.get("options"), dict)
+                and "system_prompt" in body["options"]
+                and not state.client_prompt_allowed(principal)):
+            raise ApiError(403, "prompt_not_allowed",
+                           "this server does not let clients set 'system_prompt' "
+                           "(auth.client_system_prompt)")
+        sdp = _guard_offer(_validate_offer(body, limits.max_sdp_bytes), state)
         options = _validate_options(body.get("options"), state)
         options = await state.hook_runner.options_for(request, options)
         extras = await call_extras(state, options, principal)
@@ -216,12 +248,14 @@ async def _cluster(state: AppState, op: Any) -> Any:
 
 @routes.get("/v1/calls")
 async def list_calls(request: web.Request) -> web.Response:
+    """The caller's own calls (every call for an admin token)."""
     state = _state(request)
-    state.auth.authenticate(request, allow_call_tokens=False)  # an operator's view
-    local = {c.id: _describe(state, c) for c in state.registry.all()}
+    principal = state.auth.authenticate(request, purpose="list")
+    local = {c.id: _describe(state, c) for c in state.calls_of(principal)}
     if not state.store.clustered:
         return web.json_response({"calls": list(local.values())})
-    entries = await _cluster(state, state.store.list_calls())
+    entries = [e for e in await _cluster(state, state.store.list_calls())
+               if e["call_id"] in local or principal.owns(str(e.get("client", "")))]
     calls = [local.pop(e["call_id"]) if e["call_id"] in local else _public(e) for e in entries]
     calls.extend(local.values())  # negotiated here but not yet written to the store
     return web.json_response({"calls": calls})
@@ -244,19 +278,25 @@ async def cluster_nodes(request: web.Request) -> web.Response:
 @routes.get("/v1/calls/{call_id}")
 async def get_call(request: web.Request) -> web.Response:
     state = _state(request)
-    state.auth.authenticate(request, allow_call_tokens=False)
+    principal = state.auth.authenticate(request, purpose="list")
     call_id = request.match_info["call_id"]
-    call = state.registry.get(call_id)
+    call = next((c for c in state.calls_of(principal) if c.id == call_id), None)
     if call is not None:
         return web.json_response(_describe(state, call))
     entry = await _cluster(state, state.store.call_record(call_id))
-    if entry is None:
+    if entry is None or not principal.owns(str(entry.get("client", ""))):
         raise ApiError(404, "call_not_found", "no call with that id")
     return web.json_response(_public(entry))
 
 
 @routes.delete("/v1/calls/{call_id}")
 async def delete_call(request: web.Request) -> web.Response:
+    """Hang up one of the caller's own calls; another's is a 404, as if it did not exist."""
+    state = _state(request)
+    principal = state.auth.authenticate(request, purpose="manage")
+    wanted = request.match_info["call_id"]
+    if not any(c.id == wanted for c in state.calls_of(principal)):
+        raise ApiError(404, "call_not_found", "no active call with that id")
     return await _hang_up(request)
 
 
@@ -264,7 +304,8 @@ async def delete_call(request: web.Request) -> web.Response:
 async def hangup_call(request: web.Request) -> web.Response:
     """DELETE for `navigator.sendBeacon` (it can only POST): a page hanging up as it closes.
 
-    Same rules as DELETE (the unguessable call id is the capability), plus the Origin check
+    A beacon cannot carry `Authorization`: the unguessable call id is the capability (only its
+    creator learns it; `GET /v1/calls` lists only the caller's own), plus the Origin check
     that offers get, so another site's page cannot end a call it learned the id of. The body,
     if any, is ignored.
     """

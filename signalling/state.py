@@ -13,6 +13,7 @@ from callbot.pipeline.lang import voices_by_language
 from callbot.pipeline.safety.guard import TurnGuard
 from callbot.pipeline.safety.pii import redact_pii
 from callbot.pipeline.vision import VisionEngine
+from callbot.rtc.offer_guard import CandidatePolicy, local_ice_addresses
 
 from .auth import Authenticator, Principal
 from .call import Call
@@ -43,6 +44,7 @@ class AppState:
     auth: Authenticator = field(init=False)
     limiter: ClientLimiter = field(init=False)
     hook_runner: HookRunner = field(init=False)
+    candidate_policy: CandidatePolicy = field(init=False)
     store: SharedStore = field(init=False)  # LocalStore, or cluster.RedisStore (app start)
     draining: bool = False
     knowledge: KnowledgeBase | None = None  # config.knowledge.db, opened at start-up
@@ -52,14 +54,20 @@ class AppState:
         limits = self.config.limits
         self.registry = CallRegistry(limits.max_calls)
         self.metrics = CallMetrics(lambda: len(self.registry))
-        self.auth = Authenticator(self.config.auth, self.config.host)
+        self.auth = Authenticator(self.config.auth)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
+        config = self.config
+        self.candidate_policy = CandidatePolicy.for_deployment(
+            config.ice_remote_networks,
+            config.ice_hosts if config.ice_hosts is not None else local_ice_addresses(),
+            config.ice_public_ip)
         self.store = LocalStore(self.limiter)
         self._clients: dict[str, str] = {}  # call id -> client id, for the per-client limits
         self.language_voices = voices_by_language(
             self.allowed_languages(), self.engines.tts.voices, self.config.tts,
             self.config.engines.tts_voice)
+        self._owners: dict[str, str] = {}  # call id -> the identity that started it
 
     def refuse_if_unavailable(self) -> None:
         if not self.store.available:
@@ -88,11 +96,21 @@ class AppState:
 
     async def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
+        self._owners[call.id] = principal.owner
         await self.store.call_started(call.id, principal.client_id, {})
         self.hook_runner.started(CallHandle(
             call, client_id=principal.client_id, subject=principal.subject,
             remote=principal.remote,
         ))
+
+    def calls_of(self, principal: Principal) -> list[Call]:
+        """The live calls `principal` may see and end: its own (all of them for an admin)."""
+        return [c for c in self.registry.all()
+                if c.id in self._owners and principal.owns(self._owners[c.id])]
+
+    def client_prompt_allowed(self, principal: Principal) -> bool:
+        policy = self.config.auth.client_system_prompt
+        return policy == "allow" or (policy == "auto" and principal.authenticated)
 
     def allowed_languages(self) -> tuple[str, ...]:
         """The configured languages the recognizer can hear (tiny.en: English only)."""
@@ -110,6 +128,7 @@ class AppState:
 
     async def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)
+        self._owners.pop(call.id, None)
         client = self._clients.pop(call.id, None)
         if client is not None:
             await self.store.release(client)

@@ -12,16 +12,19 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.settings import EngineSettings
 from callbot.pipeline.vision import VisionSettings
 from callbot.signalling.app import create_app, shared_engines
-from callbot.signalling.config import CallbotConfig, Limits
+from callbot.signalling.config import AuthSettings, CallbotConfig, Limits
 from tests import speech
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly
 
 LOOPBACK = "127.0.0.1"
-# Every test call comes from 127.0.0.1: one client, so lift the per-client limits.
+# Every test call comes from 127.0.0.1: one client, so lift the per-client limits. Auth stays
+# at its default ("auto": open for these local requests); clients may set `system_prompt`
+# here (off by default without auth) so the option's own checks are tested.
 TEST_CONFIG = CallbotConfig(
     ice_hosts=(LOOPBACK,),
     limits=Limits(max_calls_per_client=100, call_rate_per_minute=10_000),
+    auth=AuthSettings(client_system_prompt="allow"),
     # Vision loads OCR models (~3 s, ~500 MB): only the tests that look use it (test_vision*).
     vision=VisionSettings(engine="none"),
 )

@@ -270,8 +270,12 @@ async def test_a_caller_that_stops_sending_audio_hits_the_idle_timeout(
     quiet.pc.getTransceivers()[0].sender.replaceTrack(None)  # no more RTP; ICE stays up
     stopped = time.monotonic()
     deadline = stopped + 8
+    spoke = stopped - 1
     while quiet.call_id in {c["call_id"] for c in await calls_listed(base)}:
         assert time.monotonic() < deadline, "the silent call was not ended"
+        if time.monotonic() - spoke > 0.8:  # the other caller stays active (silence is idle)
+            spoke = time.monotonic()
+            other.send({"type": "input.text", "text": "Still here."})
         await asyncio.sleep(0.1)
     took = time.monotonic() - stopped
     assert 1.5 < took < 5, took

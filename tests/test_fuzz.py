@@ -60,3 +60,93 @@ async def test_openapi_document(server: str) -> None:
     assert spec["openapi"].startswith("3.1")
     assert {"/v1/calls", "/v1/calls/{call_id}", "/healthz"} <= set(spec["paths"])
     assert "429" in spec["paths"]["/v1/calls"]["post"]["responses"]
+
+
+# ---- issue 15: pathological bodies, credentials and data-channel messages -------------------
+
+def _nested(depth: int, leaf: str) -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+raw_bodies = (
+    st.binary(max_size=300)
+    | st.builds(_nested, st.integers(0, 20_000), st.sampled_from(["", "1", '"x"', "{}"]))
+    | st.builds(lambda n, neg: '{"type": "offer", "sdp": "v=0", "options": {"voice": '
+                + ("-" if neg else "") + "9" * n + "}}", st.integers(1, 30_000), st.booleans())
+    | st.sampled_from(["1e999", "-1e999", "NaN", "Infinity", '{"a": 1e400}', '"\\ud800"'])
+    | json_values.map(lambda v: __import__("json").dumps(v))
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=raw_bodies)
+async def test_raw_body_never_500(fuzz_server: str, raw) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{fuzz_server}/v1/calls", data=raw,
+                             headers={"Content-Type": "application/json"}) as resp:
+            data = await resp.json()
+            assert 400 <= resp.status < 500, (resp.status, data)
+            assert set(data["error"]) == {"code", "message"}
+
+
+@pytest.fixture(scope="module")
+async def token_server(start_server) -> str:
+    from callbot.signalling.config import AuthSettings
+
+    return await start_server(TEST_CONFIG.replace(auth=AuthSettings(
+        mode="token", bearer_tokens=("good-token",), admin_tokens=("admin",),
+        signing_secret="s3cret")))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=st.text(max_size=60).filter(lambda t: "\r" not in t and "\n" not in t),
+       scheme=st.sampled_from(["Bearer ", "bearer ", "Basic ", "", "Bearer  "]),
+       method=st.sampled_from(["POST", "GET", "DELETE"]))
+async def test_credentials_never_500(token_server: str, value: str, scheme: str,
+                                     method: str) -> None:
+    header = (scheme + value).encode("utf-8", "surrogatepass")
+    url = "/v1/calls" if method != "DELETE" else "/v1/calls/abc"
+    host, port = token_server.removeprefix("http://").split(":")
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"type":"offer","sdp":"x"}'
+    writer.write(f"{method} {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                 f"application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+                 .encode() + b"Authorization: " + header + b"\r\n\r\n" + body)
+    await writer.drain()
+    status = int((await asyncio.wait_for(reader.readline(), 10)).split()[1])
+    writer.close()
+    assert status in (400, 401), (header, status)  # 400: the HTTP parser refused the header
+
+
+channel_messages = (
+    st.builds(_nested, st.integers(0, 3000), st.sampled_from(["", "1", '{"type": "x"}']))
+    | json_values.map(lambda v: __import__("json").dumps(v))
+    | st.fixed_dictionaries({"type": st.sampled_from(["input.text", "response.cancel", "zz"])
+                             | st.text(max_size=10)},
+                            optional={"text": json_values | st.text(max_size=40)}
+                            ).map(lambda v: __import__("json").dumps(v))
+    | st.text(max_size=200)
+    | st.binary(max_size=50)
+)
+
+
+@pytest.fixture(scope="module")
+async def fuzz_call(fuzz_server: str):
+    from callbot.loadtest.caller import SyntheticCaller
+
+    caller = SyntheticCaller(fuzz_server)
+    await caller.connect()
+    yield caller
+    await caller.hangup()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(message=channel_messages)
+async def test_channel_messages_never_end_the_call(fuzz_server: str, fuzz_call, message) -> None:
+    fuzz_call._channel.send(message)
+    async with aiohttp.ClientSession() as http, http.get(f"{fuzz_server}/v1/calls") as resp:
+        calls = (await resp.json())["calls"]
+    assert [c["state"] for c in calls if c["call_id"] == fuzz_call.call_id] == ["active"]
+    assert not [e for e in fuzz_call.events_of("error") if e["code"] == "internal"]

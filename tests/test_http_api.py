@@ -12,13 +12,15 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from callbot.loadtest.caller import SyntheticCaller
-from callbot.signalling.config import CallbotConfig, Limits
+from callbot.signalling.config import AuthSettings, CallbotConfig, Limits
 from tests.conftest import LOOPBACK, ServerFactory
 
 # One call at most; the per-client set-up rate is out of the way of the ~70 offers sent here
 # (the per-client concurrency limit, 4, stays: a leaked count would show as 429).
+# Clients may set `system_prompt` here (off by default without auth) so its checks are tested.
 ONE_CALL = CallbotConfig(
-    ice_hosts=(LOOPBACK,), limits=Limits(max_calls=1, call_rate_per_minute=100_000)
+    ice_hosts=(LOOPBACK,), limits=Limits(max_calls=1, call_rate_per_minute=100_000),
+    auth=AuthSettings(client_system_prompt="allow"),
 )
 JSON = "application/json"
 # Passes the cheap checks (v=0, an audio m-line) but aiortc cannot use it.

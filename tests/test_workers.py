@@ -35,7 +35,8 @@ call_rate_per_minute = 10000
 drain_s = 2
 [auth]
 mode = "token"
-bearer_tokens = ["op", "t1", "t2"]
+bearer_tokens = ["t1", "t2"]
+admin_tokens = ["op"]  # lists and ends every call (calls are scoped to their owner)
 signing_secret = "{SECRET}"
 """
 

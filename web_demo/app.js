@@ -424,6 +424,10 @@
           showError(`Server error: ${ev.message} (${ev.code})`);
         }
         break;
+      case "idle.warning":
+        showError(`No speech heard: the call ends in ${Math.round(ev.seconds_left)} s ` +
+                  "unless you speak (is your microphone muted?)");
+        break;
       default:
         break;
     }

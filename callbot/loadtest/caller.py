@@ -256,6 +256,7 @@ class SyntheticCaller:
             try:
                 async with aiohttp.ClientSession() as http:
                     await http.delete(f"{self.base_url}/v1/calls/{self.call_id}",
+                                      headers=self.headers,  # hang-up is scoped to the caller
                                       timeout=aiohttp.ClientTimeout(total=5))
             except (aiohttp.ClientError, TimeoutError):
                 pass

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..context_fit import fit_messages
 from ..worker import ModelWorker
 from .base import ChatMessage, LLMError
 from .tools import Tool
@@ -94,6 +95,9 @@ class LlamaCppModel:
         stop: threading.Event,
     ) -> None:
         try:
+            # Exact, with the model's own tokenizer: the prompt never overflows n_ctx.
+            budget = self._llama.n_ctx() - max_tokens - 16
+            messages = fit_messages(messages, budget, self._count_tokens)
             stream = self._llama.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
@@ -109,6 +113,10 @@ class LlamaCppModel:
                     push(text)
         finally:
             push(_DONE)
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=False,
+                                        special=False))
 
     def warm_up(self, system_prompt: str) -> None:
         """Evaluate the system prompt once (blocking; at start-up only): llama.cpp keeps the

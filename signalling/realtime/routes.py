@@ -85,8 +85,10 @@ def _principal(request: web.Request, state: AppState, token: str | None
             raise ApiError(401, "invalid_client_secret",
                            "this client secret is unknown, expired or already used")
         remote = request.remote or "unknown"
-        return Principal(client_id=secret.client_id, kind="client_secret",
-                         remote=remote), secret.session
+        # The call belongs to whoever minted the secret (their client id is their identity).
+        return Principal(client_id=secret.client_id, kind="client_secret", remote=remote,
+                         owner=secret.client_id,
+                         authenticated=not secret.client_id.startswith("ip:")), secret.session
     return state.auth.authenticate(request), None
 
 
