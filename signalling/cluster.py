@@ -148,6 +148,7 @@ class RedisStore:
         self._available = False
         self._synced = False  # the node's entries in Redis match this process
         self._pending_ends: dict[str, tuple[str, str]] = {}  # call id -> (client, reason)
+        self._info: dict[str, dict[str, str]] = {}  # live call id -> its extra fields (owner)
         self._secret: bytes | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
@@ -252,7 +253,7 @@ class RedisStore:
                 p.sadd(P + f"ncalls:{n}", call_id)
                 entry: dict[Any, str] = {"call_id": call_id, "node": n,
                                          "url": self.advertise_url, "client": client,
-                                         "state": "active"}
+                                         "state": "active", **self._info.get(call_id, {})}
                 p.hset(P + f"call:{call_id}", mapping=entry)
                 p.persist(P + f"call:{call_id}")
             if counts:
@@ -343,6 +344,7 @@ class RedisStore:
             self._synced = False  # rewritten from the live calls once Redis is back
 
     async def call_started(self, call_id: str, client: str, info: dict[str, Any]) -> None:
+        self._info[call_id] = {k: str(v) for k, v in info.items()}  # kept for a resync
         fields: dict[Any, str] = {
             "call_id": call_id, "node": self.node_id, "url": self.advertise_url,
             "client": client, "state": "active", "created": str(time.time()),
@@ -357,6 +359,7 @@ class RedisStore:
             self._synced = False
 
     async def call_ended(self, call_id: str, client: str, reason: str) -> None:
+        self._info.pop(call_id, None)
         try:
             async with self.redis.pipeline(transaction=True) as p:
                 key = P + f"call:{call_id}"

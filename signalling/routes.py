@@ -255,15 +255,15 @@ async def list_calls(request: web.Request) -> web.Response:
     if not state.store.clustered:
         return web.json_response({"calls": list(local.values())})
     entries = [e for e in await _cluster(state, state.store.list_calls())
-               if e["call_id"] in local or principal.owns(str(e.get("client", "")))]
+               if e["call_id"] in local or principal.owns(str(e.get("owner", "")))]
     calls = [local.pop(e["call_id"]) if e["call_id"] in local else _public(e) for e in entries]
     calls.extend(local.values())  # negotiated here but not yet written to the store
     return web.json_response({"calls": calls})
 
 
 def _public(entry: dict[str, Any]) -> dict[str, Any]:
-    """A store entry as the API shows it (the client key stays inside)."""
-    return {k: v for k, v in entry.items() if k != "client"}
+    """A store entry as the API shows it (the client key and owner stay inside)."""
+    return {k: v for k, v in entry.items() if k not in ("client", "owner")}
 
 
 @routes.get("/v1/cluster")
@@ -284,7 +284,7 @@ async def get_call(request: web.Request) -> web.Response:
     if call is not None:
         return web.json_response(_describe(state, call))
     entry = await _cluster(state, state.store.call_record(call_id))
-    if entry is None or not principal.owns(str(entry.get("client", ""))):
+    if entry is None or not principal.owns(str(entry.get("owner", ""))):
         raise ApiError(404, "call_not_found", "no call with that id")
     return web.json_response(_public(entry))
 
@@ -296,7 +296,11 @@ async def delete_call(request: web.Request) -> web.Response:
     principal = state.auth.authenticate(request, purpose="manage")
     wanted = request.match_info["call_id"]
     if not any(c.id == wanted for c in state.calls_of(principal)):
-        raise ApiError(404, "call_not_found", "no active call with that id")
+        entry = (await _cluster(state, state.store.call_record(wanted))
+                 if state.store.clustered else None)  # another node's call: its owner?
+        if (entry is None or entry.get("state") != "active"
+                or not principal.owns(str(entry.get("owner", "")))):
+            raise ApiError(404, "call_not_found", "no active call with that id")
     return await _hang_up(request)
 
 

@@ -97,7 +97,7 @@ class AppState:
     async def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
         self._owners[call.id] = principal.owner
-        await self.store.call_started(call.id, principal.client_id, {})
+        await self.store.call_started(call.id, principal.client_id, {"owner": principal.owner})
         self.hook_runner.started(CallHandle(
             call, client_id=principal.client_id, subject=principal.subject,
             remote=principal.remote,

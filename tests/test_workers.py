@@ -124,7 +124,7 @@ async def test_two_workers_one_port(server: tuple[str, subprocess.Popen[bytes], 
         assert sorted(list(owners.values()).count(n) for n in set(owners.values())) == [2, 2]
     assert await offer_status(url, "op") == (503, "cluster_full")
 
-    status, _, _ = await get_json(f"{url}/v1/calls/{ids[0]}", "DELETE")
+    status, _, _ = await get_json(f"{url}/v1/calls/{ids[0]}", "DELETE", headers=OP)
     assert status == 204
     for _ in range(4):
         assert sorted(await listing(url)) == sorted(ids[1:])
@@ -135,7 +135,7 @@ async def test_two_workers_one_port(server: tuple[str, subprocess.Popen[bytes], 
     # A call token works once, on whichever worker it is shown.
     token = mint_call_token(SECRET, ttl_s=60, subject="ada")
     token_call = await call(url, token, callers)
-    status, _, _ = await get_json(f"{url}/v1/calls/{token_call}", "DELETE")
+    status, _, _ = await get_json(f"{url}/v1/calls/{token_call}", "DELETE", headers=OP)
     assert status == 204
     for _ in range(3):
         assert await offer_status(url, token) == (401, "unauthorized")
