@@ -58,16 +58,6 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1]
-
-
 def clip(text: str, language: str, rate: int = 16_000) -> Any:
     from tests import speech
 
@@ -80,7 +70,7 @@ def clip(text: str, language: str, rate: int = 16_000) -> Any:
 
 def bench_asr() -> dict[str, Any]:
     from callbot.pipeline.asr.whisper import FasterWhisperRecognizer
-    from callbot.pipeline.text import character_errors
+    from callbot.pipeline.text import character_errors, edit_distance
 
     base = FasterWhisperRecognizer("base")
     tiny = FasterWhisperRecognizer("tiny.en")

@@ -209,16 +209,21 @@ def normalize_words(text: str) -> list[str]:
     return [_NUMBER_WORDS.get(w, w) for w in text.split()]
 
 
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(edit distance in words, reference word count)."""
-    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance between two token sequences."""
     previous = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         current = [i]
         for j, h in enumerate(hyp, 1):
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
         previous = current
-    return previous[-1], len(ref)
+    return previous[-1]
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(edit distance in words, reference word count)."""
+    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
+    return edit_distance(ref, hyp), len(ref)
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
@@ -233,10 +238,4 @@ def character_errors(reference: str, hypothesis: str) -> tuple[int, int]:
         return [c for c in text.lower() if c.isalnum()]
 
     ref, hyp = chars(reference), chars(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1], len(ref)
+    return edit_distance(ref, hyp), len(ref)
