@@ -12,8 +12,8 @@ import pytest
 from callbot.pipeline.lang import CallLanguage, language_instruction
 from callbot.pipeline.safety.moderation import WordListModerator
 from callbot.pipeline.safety.pii import PiiRedactingFilter, redact_pii
-from callbot.pipeline.session import Turn
 from callbot.pipeline.text import SentenceChunker, speech_length, turn_completeness
+from callbot.pipeline.turn import Turn
 
 
 def chunk(deltas: list[str], language: str | None = None) -> list[str]:
