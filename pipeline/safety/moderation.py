@@ -104,8 +104,10 @@ class ProfanityClassifier:
 
     def __init__(self, threshold: float = 0.85) -> None:
         from profanity_check import predict_prob
+        from threadpoolctl import threadpool_limits  # comes with scikit-learn
 
         self._predict_prob = predict_prob
+        self._one_thread = threadpool_limits
         self.threshold = threshold
         self._lock = threading.Lock()  # sklearn's vectorizer is not documented thread-safe
 
@@ -116,7 +118,9 @@ class ProfanityClassifier:
         return importlib.util.find_spec("profanity_check") is not None
 
     def score(self, text: str) -> float:
-        with self._lock:
+        # One BLAS/OpenMP thread: a scoring job is tiny, and pool threads left spinning after
+        # it would steal the 2 cores the LLM and TTS need for the reply.
+        with self._lock, self._one_thread(limits=1):
             return float(self._predict_prob([text])[0])
 
     def warm_up(self) -> None:
