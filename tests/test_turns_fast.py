@@ -68,8 +68,8 @@ async def test_speculative_reply_is_held_until_the_turn_is_confirmed() -> None:
             names.index("response.text.delta")) < names.index("response.audio.started")
         metrics = rec.all("metrics")[-1]
         # The held audio is released the moment the turn is confirmed: first audio follows
-        # the end of the turn within a frame or two, not a whole LLM+TTS round later.
-        assert metrics["first_audio_ms"] - metrics["end_of_turn_ms"] < 40
+        # the end of the turn within a few frames, not a whole LLM+TTS round later.
+        assert metrics["first_audio_ms"] - metrics["end_of_turn_ms"] < 60
         assert 280 <= metrics["end_of_turn_ms"] <= 380
     finally:
         await session.close()
