@@ -6,19 +6,16 @@ names the tool), behind callbot's OpenAI-compatible LLM client."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from callbot.pipeline.engines import Engines
-from callbot.pipeline.llm.llama_local import smollm2_gguf_path
 from callbot.pipeline.llm.openai_compat import OpenAICompatibleModel
 from callbot.pipeline.settings import ReplySettings
 from callbot.signalling.config import CallbotConfig
 from tests.conftest import TEST_CONFIG
-from tests.test_llm import free_port, wait_for_server
+from tests.test_llm import free_port, running_llama_server
 
 SECRET_WORD = "pineapple"
 TOOL_OUTPUT = f"The secret word of the day is {SECRET_WORD}."
@@ -32,23 +29,9 @@ TOOL_CONFIG: CallbotConfig = dataclasses.replace(
 def tool_llm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("llama-tools") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2",
-             "--chat_format", "chatml-function-calling", "--verbose", "False"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_server(proc, f"http://127.0.0.1:{port}/v1/models", log)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_llama_server(port, log, "--n_threads", "2",
+                              "--chat_format", "chatml-function-calling") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -98,11 +98,18 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Its log goes to a file: llama.cpp writes >64 KB while loading, which would fill a pipe
     # nobody reads and block the server.
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with running_llama_server(port, log, "--n_threads", "1") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_llama_server(port: int, log: Path, *args: str) -> Iterator[str]:
+    """llama_cpp.server with the embedded SmolLM2 on loopback `port`, logging to `log`;
+    yields its /v1 URL and stops the process (by its handle) on exit."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
-             "--verbose", "False"],
+             "--host", "127.0.0.1", "--port", str(port), "--verbose", "False", *args],
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:
