@@ -45,10 +45,10 @@ class Sampler:
             return -1
 
     def _run(self) -> None:
-        prev = proc_stats(self.pid)
+        prev = proc_stats(self.pid, with_children=True)
         prev_full = False
         while not self._stop.wait(0.5):
-            now = proc_stats(self.pid)
+            now = proc_stats(self.pid, with_children=True)
             full = self._active_calls() >= self.n
             if full and prev_full:
                 self.full_cpu_s += now["cpu_s"] - prev["cpu_s"]
@@ -82,10 +82,10 @@ def run_step(server: ServerProcess, n: int, args: argparse.Namespace,
         url=server.url, calls=n, procs=min(n, args.procs), ramp_s=args.ramp, turns=args.turns,
         scenario=steps, ice_hosts=("127.0.0.1",), echo=args.transport_only,
     )
-    idle = proc_stats(server.pid)
+    idle = proc_stats(server.pid, with_children=True)
     with Sampler(server.pid, server.url, n) as sampler:
         report = asyncio.run(loadtest.run_loadtest(options))
-    after = proc_stats(server.pid)
+    after = proc_stats(server.pid, with_children=True)
     s = report["summary"]
     f = s["figures"]
     call_min = sum(r.get("duration_s", 0) for r in report["results"]) / 60
@@ -144,7 +144,7 @@ def main() -> None:
     rows, reports = [], []
     held = 0
     with ServerProcess(echo=echo, limits={"max_calls_per_client": args.per_client}) as server:
-        baseline = proc_stats(server.pid)
+        baseline = proc_stats(server.pid, with_children=True)
         for n in steps_n:
             result = run_step(server, n, args, steps)
             rows.append(result["row"])

@@ -30,12 +30,14 @@ def free_port() -> int:
 BENCH_LIMITS = {"max_calls": 64, "max_calls_per_client": 64, "call_rate_per_minute": 600.0}
 
 
-def bench_config(limits: dict[str, Any] | None = None) -> Path:
-    """A TOML config file with the benchmark's limits (`[limits]`)."""
+def bench_config(limits: dict[str, Any] | None = None, toml: str = "") -> Path:
+    """A TOML config file with the benchmark's limits (`[limits]`), then `toml` (more
+    tables, e.g. a baseline's `[engines]` for an A/B run)."""
     values = {**BENCH_LIMITS, **(limits or {})}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench-config-{os.getpid()}.toml"
-    path.write_text("[limits]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    path = RESULTS / f"bench-config-{os.getpid()}-{abs(hash(toml)) % 10**6}.toml"
+    path.write_text("[limits]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+                    + toml)
     return path
 
 
@@ -93,13 +95,14 @@ class ServerProcess:
     """`callbot serve` (or the echo server) in a subprocess on loopback."""
 
     def __init__(self, *, echo: bool = False, extra: list[str] | None = None,
-                 limits: dict[str, Any] | None = None) -> None:
+                 limits: dict[str, Any] | None = None, toml: str = "") -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         module = "bench.echo_server" if echo else "callbot"
         cmd = [sys.executable, "-m", module]
         if not echo:
-            cmd += ["serve", "--log-level", "WARNING", "--config", str(bench_config(limits))]
+            cmd += ["serve", "--log-level", "WARNING", "--config",
+                    str(bench_config(limits, toml))]
         cmd += ["--port", str(self.port), "--ice-host", LOOPBACK, *(extra or [])]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
@@ -133,8 +136,43 @@ class ServerProcess:
         self.stop()
 
 
-def proc_stats(pid: int) -> dict[str, float]:
-    """CPU seconds, RSS (MB), threads and open fds of a process, from /proc."""
+def proc_stats(pid: int, *, with_children: bool = False) -> dict[str, float]:
+    """CPU seconds, RSS (MB), threads and open fds of a process, from /proc; with_children:
+    summed over its descendants too (the server's LLM runs in a child process)."""
+    pids = [pid, *descendants(pid)] if with_children else [pid]
+    total: dict[str, float] = {"cpu_s": 0.0, "rss_mb": 0.0, "threads": 0, "fds": 0}
+    for one in pids:
+        try:
+            stats = _one_proc_stats(one)
+        except (FileNotFoundError, ProcessLookupError):
+            if one == pid:
+                raise
+            continue  # a child that just exited
+        for key in total:
+            total[key] += stats[key]
+    total["t"] = time.monotonic()
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def _one_proc_stats(pid: int) -> dict[str, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu_s = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
@@ -147,7 +185,6 @@ def proc_stats(pid: int) -> dict[str, float]:
         "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
         "threads": int(status["Threads"]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
-        "t": time.monotonic(),
     }
 
 

@@ -4,6 +4,11 @@ the final decode the live call did after speech ended (server asr_ms) against ou
 and plain faster-whisper `WhisperModel.transcribe` on the same question audio, offline.
 
     python3 -m bench.latency [--turns 9] [--voices 3] [--url http://127.0.0.1:8080]
+
+A/B against a baseline configuration, rounds interleaved so both see the same machine:
+
+    python3 -m bench.latency --turns 12 --voices 0 --rounds 2 --baseline "$(printf \
+      '[engines]\nllm_isolation = "thread"\n[turn.endpointing]\nneural_vad = false\n')"
 """
 
 from __future__ import annotations
@@ -66,7 +71,12 @@ def main() -> None:
                         help="voices per question (Piper + espeak-ng); 0: built-in Piper clips")
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", metavar="TOML",
+                        help="A/B: also run a server with these extra settings")
+    parser.add_argument("--rounds", type=int, default=1, help="A/B rounds (interleaved)")
     args = parser.parse_args()
+    if args.baseline is not None:
+        return compare(args)
     if args.url:
         report = run_call(args.url, args.turns, args.voices)
     else:
@@ -87,6 +97,35 @@ def main() -> None:
     print(table(["clip", "engine", "median ms", "text"],
                 [[r["clip"], r["engine"], r["median_ms"], r["text"]] for r in rows]))
     save("latency", {"report": report, "asr": rows})
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Rounds of (current settings, baseline settings), one server each, same questions."""
+    variants = {"current": "", "baseline": args.baseline}
+    turns: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name, toml in variants.items():
+            with ServerProcess(toml=toml) as server:
+                report = run_call(server.url, args.turns, args.voices)
+            result = report["results"][0]
+            if not result["ok"]:
+                print(f"round {r + 1} {name}: the call failed: {result['reason']}")
+            got = [t for t in result["turns"] if "v2v_ms" in t]
+            turns[name].extend(got)
+            print(f"round {r + 1} {name}: v2v p50 "
+                  f"{np.median([t['v2v_ms'] for t in got]) if got else None:.0f} ms", flush=True)
+    rows = []
+    for name, got in turns.items():
+        v2v = [t["v2v_ms"] for t in got]
+        row: list[Any] = [name, len(v2v), round(float(np.median(v2v)), 1),
+                          round(float(np.percentile(v2v, 95)), 1)]
+        for stage in loadtest.STAGES:
+            values = [t["server"][stage] for t in got if t.get("server", {}).get(stage)]
+            row.append(round(float(np.median(values)), 1) if values else None)
+        rows.append(row)
+    print(table(["variant", "turns", "v2v p50", "v2v p95", *loadtest.STAGES], rows))
+    save("latency-ab", {"baseline_toml": args.baseline, "rounds": args.rounds, "turns": turns,
+                        "table": rows})
 
 
 def report_steps(report: dict[str, Any]) -> list[loadtest.Step]:

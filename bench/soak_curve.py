@@ -128,13 +128,13 @@ async def soak_server_process(args: argparse.Namespace) -> dict[str, Any]:
             ok += sum(bool(r["ok"]) for r in results)
             done += batch
             await asyncio.sleep(0.5)  # the calls' tear-down on the server
-            stats = proc_stats(server.pid)
+            stats = proc_stats(server.pid, with_children=True)
             samples.append({"call": done, "t_s": round(time.monotonic() - started, 1),
                             "rss_mb": stats["rss_mb"], "threads": stats["threads"],
                             "fds": stats["fds"]})
             if done % 10 == 0:
                 print(f"{done} calls, server rss {stats['rss_mb']} MB", flush=True)
-        final = proc_stats(server.pid)
+        final = proc_stats(server.pid, with_children=True)
     finally:
         server.stop()
     return {"calls": args.calls, "calls_ok": ok, "concurrent": args.concurrent,

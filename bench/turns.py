@@ -14,12 +14,17 @@ Per utterance and policy:
 - reply delay: from the real end to the first reply audio queued (late if > 1 s or never).
 
     python3 -m bench.turns [--policies transcript,smart_turn] [--only mid-,short-]
+
+A policy name may carry variants: `/nogate` (the segmenter's energy gate off: speech ends
+where webrtcvad's hangover ends), `/webrtc` (webrtcvad alone, no Silero confirmation),
+e.g. `--policies smart_turn,smart_turn/webrtc/nogate` for today's default against the old.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
@@ -206,27 +211,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     policies = args.policies.split(",")
     for name in policies:
-        if name not in POLICIES:
+        if name.split("/")[0] not in POLICIES:
             raise SystemExit(f"unknown policy {name}; choose from {POLICIES}")
     items = [i for i in load_set()
              if not args.only or any(i["id"].startswith(p) for p in args.only.split(","))]
     asr = FasterWhisperRecognizer(args.asr_model, cpu_threads=2)
     asr.warm_up()
     model = None
-    if any(p != "transcript" for p in policies):
+    if any(not p.startswith("transcript") for p in policies):
         model = SmartTurnModel()
         model.warm_up()
     engines = Engines(asr=asr, llm=ScriptedLLM("Sure, I can help with that.",
                                                first_token_s=0.09, token_s=0.008),
                       tts=ScriptedTTS(delay_s=0.11), turn_model=model)  # type: ignore[arg-type]
     endpointing = EndpointingSettings()
-    settings = TurnSettings(endpointing=endpointing)
+
+    def variant(name: str) -> EndpointingSettings:
+        flags = name.split("/")[1:]
+        segmenter = dataclasses.replace(endpointing.segmenter,
+                                        energy_gate="nogate" not in flags)
+        return dataclasses.replace(endpointing, segmenter=segmenter,
+                                   neural_vad="webrtc" not in flags)
+
     outcomes: list[Outcome] = []
     try:
         for item in items:
             for name in policies:
-                out = await run_one(item, engines, build_policy(name, endpointing, model),
-                                    settings)
+                settings = variant(name)
+                out = await run_one(item, engines, build_policy(name.split("/")[0], settings,
+                                                                model),
+                                    TurnSettings(endpointing=settings))
+                out.policy = name
                 outcomes.append(out)
                 flag = "PREMATURE" if out.premature else ("late" if out.late else "ok")
                 print(f"{item['id']:20s} {name:16s} {flag:9s} eot={out.eot_delay_ms} "

@@ -86,9 +86,9 @@ async def idle_video_calls(url: str, n: int, seconds: float, pid: int) -> dict[s
     try:
         await asyncio.gather(*(c.connect() for c in callers))
         await asyncio.sleep(2.0)
-        before = proc_stats(pid)
+        before = proc_stats(pid, with_children=True)
         await asyncio.sleep(seconds)
-        after = proc_stats(pid)
+        after = proc_stats(pid, with_children=True)
         frames = sum(c.bot_frames_received for c in callers)
     finally:
         await asyncio.gather(*(c.hangup() for c in callers), return_exceptions=True)

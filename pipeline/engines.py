@@ -46,15 +46,19 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
         )
     if settings.llm_backend == "local":
         from .llm.llama_local import LlamaCppModel
+        from .llm.llama_process import LlamaProcessModel
 
+        # Its own process by default: in the server's, the GIL slows every token (see
+        # llm/llama_process.py); "thread" keeps it in this process.
+        engine = LlamaProcessModel if settings.llm_isolation == "process" else LlamaCppModel
         if settings.llm_model == "qwen2.5-1.5b":
             from .llm.quality import qwen_gguf_path
 
             # Bigger model, slow prompt evaluation: keep states of earlier prompts (system
             # prompt, each call's history) so a turn pays only for its new tokens.
-            return LlamaCppModel(qwen_gguf_path(), n_ctx=4096, n_threads=settings.llm_threads,
-                                 state_cache_bytes=768 * 1024 * 1024)
-        return LlamaCppModel(n_threads=settings.llm_threads)
+            return engine(qwen_gguf_path(), n_ctx=4096, n_threads=settings.llm_threads,
+                          state_cache_bytes=768 * 1024 * 1024)
+        return engine(n_threads=settings.llm_threads)
     raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 

@@ -37,6 +37,9 @@ class EngineSettings:
     asr_threads: int = 2
     llm_backend: str = "local"  # "local" (embedded llama.cpp) or "openai"
     llm_threads: int = 2
+    # The embedded LLM: "process" (a child process of its own, out of the server's GIL) or
+    # "thread" (in this process, on a worker thread).
+    llm_isolation: str = "process"
     llm_model: str = "smollm2-135m"  # embedded model: or "qwen2.5-1.5b" (extra 'quality')
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
@@ -62,6 +65,8 @@ class EngineSettings:
             raise SettingsError("asr_model: expected 'tiny.en', 'base' or 'auto'")
         if self.llm_backend not in LLM_BACKENDS:
             raise SettingsError("llm_backend: expected 'local' or 'openai'")
+        if self.llm_isolation not in ("process", "thread"):
+            raise SettingsError("llm_isolation: expected 'process' or 'thread'")
         if self.llm_model not in LOCAL_LLM_MODELS:
             raise SettingsError("llm_model: expected 'smollm2-135m' or 'qwen2.5-1.5b'")
         _positive(self, "asr_threads", "llm_threads")
@@ -72,6 +77,9 @@ class EndpointingSettings:
     """When the caller's turn is over: VAD, speculation and the silence each kind of turn needs."""
 
     vad_aggressiveness: int = 2
+    # Silero VAD confirms webrtcvad's speech: steady noise (hum, a fan) no longer keeps a turn
+    # open (pipeline/vad.py SileroVad). False: webrtcvad alone.
+    neural_vad: bool = True
     segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
     # Silence after speech that ends the turn, by how finished the transcript sounds
     # (the default end-of-turn policy, `pipeline.turn_policy.TranscriptRule`).

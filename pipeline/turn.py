@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +46,18 @@ class Turn:
     trusted: bool = False  # a reply of the operator's (a safety refusal): guards skip it
     audio_started: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)  # perf_counter time of each step
+
+    def mark(self, step: str) -> None:
+        """Note when `step` first happened (the turn's timeline, logged at debug level)."""
+        self.marks.setdefault(step, time.perf_counter())
+
+    def timeline(self) -> str:
+        """The steps in order, in ms after the caller stopped talking."""
+        origin = self.speech_end if self.speech_end is not None else min(
+            self.marks.values(), default=0.0)
+        steps = sorted(self.marks.items(), key=lambda item: item[1])
+        return " ".join(f"{name} {(t - origin) * 1000:.0f}" for name, t in steps)
 
     def spoken_text(self, dropped_seconds: float) -> str:
         """What the caller actually heard, given how much queued audio was dropped."""

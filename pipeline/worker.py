@@ -10,10 +10,13 @@ the GIL while they compute, so the event loop keeps running.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import itertools
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +24,13 @@ T = TypeVar("T")
 
 PRIORITY_URGENT = 0  # someone is waiting on this to answer a turn
 PRIORITY_BACKGROUND = 10  # partial transcripts: nice to have, skippable
+
+_LIVE: weakref.WeakSet[ModelWorker] = weakref.WeakSet()
+
+
+def live_workers() -> list[ModelWorker]:
+    """Every model worker of this process (the server's overload check reads their waits)."""
+    return [w for w in list(_LIVE) if not w.closed]
 
 
 class ModelWorker:
@@ -31,7 +41,21 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._run, name=f"model-{name}", daemon=True)
         self._busy = False
         self._closed = False
+        # (started, waited) of recent urgent jobs: how long a turn waited for this model
+        self._waits: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
         self._thread.start()
+        _LIVE.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def urgent_wait_s(self, window_s: float) -> float:
+        """The longest an urgent job waited in the queue, among those started in the last
+        `window_s` seconds (0 when none waited)."""
+        since = time.monotonic() - window_s
+        return max((waited for started, waited in list(self._waits) if started >= since),
+                   default=0.0)
 
     @property
     def idle(self) -> bool:
@@ -50,7 +74,8 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         context = contextvars.copy_context()  # the job logs with its call's id
-        self._jobs.put((priority, next(self._order), (loop, future, context, fn, args)))
+        self._jobs.put((priority, next(self._order),
+                        (loop, future, context, fn, args, time.monotonic())))
         return future
 
     def close(self) -> None:
@@ -59,12 +84,15 @@ class ModelWorker:
 
     def _run(self) -> None:
         while True:
-            _, _, job = self._jobs.get()
+            priority, _, job = self._jobs.get()
             if job is None:
                 return
-            loop, future, context, fn, args = job
+            loop, future, context, fn, args, submitted = job
             if future.cancelled():
                 continue  # the caller gave up (barge-in, hang-up): skip the work entirely
+            if priority <= PRIORITY_URGENT:
+                now = time.monotonic()
+                self._waits.append((now, now - submitted))
             self._busy = True
             try:
                 result = context.run(fn, *args)

@@ -132,12 +132,14 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         state.knowledge = knowledge
         if config.memory.enabled:
             state.memory = await asyncio.to_thread(MemoryService, config, loaded)
+        state.overload.start()
         app[STATE] = state
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)
         if state is not None:
             state.draining = True  # new calls get 503; active ones may finish for drain_s
+            await state.overload.stop()
             await state.store.announce()  # the cluster stops sending offers here
             waits = [asyncio.ensure_future(c.closed.wait()) for c in state.registry.all()]
             if waits:

@@ -29,6 +29,10 @@ class ConfigError(SignallingError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_calls: int = 8  # concurrent calls; more get 503
+    # Load shedding (signalling/overload.py): while, in the last 5 s, a turn waited longer
+    # than this for a model, or the event loop ran this late, new calls get 503 `overloaded`.
+    overload_queue_ms: float = 1000.0
+    overload_loop_lag_ms: float = 300.0
     max_call_s: float = 1800.0  # a call is ended after this long
     idle_timeout_s: float = 60.0  # no audio from the caller for this long ends the call
     disconnect_grace_s: float = 5.0  # no packet at all (RTP or RTCP) from the peer this long
@@ -336,6 +340,7 @@ ENV_KEYS = {
     "CALLBOT_CLUSTER": "cluster.redis_url",
     "CALLBOT_ADVERTISE_URL": "cluster.advertise_url",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",
+    "CALLBOT_LLM_ISOLATION": "engines.llm_isolation",
     "CALLBOT_LLM_BASE_URL": "engines.openai_base_url",
     "CALLBOT_LLM_MODEL": "engines.openai_model",
     "CALLBOT_LLM_API_KEY": "engines.openai_api_key",

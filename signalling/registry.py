@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .call import Call
+from .errors import ApiError
 
 
 class CallLimitReached(Exception):
-    pass
+    """No slot for a new call: the call limit (or, as `Overloaded`, the machine's load)."""
+
+    code = "too_many_calls"
+    metric = "capacity"  # the reason label of callbot_call_rejections_total
+
+    def refusal(self) -> ApiError:
+        return ApiError(503, self.code, str(self) or "the server is at its call limit; try "
+                        "again later", headers={"Retry-After": "2"})
+
+
+class Overloaded(CallLimitReached):
+    code = "overloaded"
+    metric = "overloaded"
+
+    def refusal(self) -> ApiError:
+        return ApiError(503, self.code, f"the server is busy ({self}); try again shortly",
+                        headers={"Retry-After": "2"})
 
 
 class CallRegistry:
-    def __init__(self, max_calls: int) -> None:
+    def __init__(self, max_calls: int,
+                 overloaded: Callable[[], str | None] | None = None) -> None:
         self.max_calls = max_calls
+        self._overloaded = overloaded  # why a new call would slow the others, or None
         self._calls: dict[str, Call] = {}
         self._reserved = 0  # calls being negotiated, counted against the cap
         self.total_started = 0
@@ -21,7 +41,12 @@ class CallRegistry:
     def reserve(self) -> None:
         """Claim a slot before negotiating, so concurrent offers cannot overshoot the cap."""
         if len(self._calls) + self._reserved >= self.max_calls:
-            raise CallLimitReached
+            raise CallLimitReached(
+                f"the server is at its limit of {self.max_calls} calls; try again later")
+        if self._overloaded is not None and self.load > 0:
+            reason = self._overloaded()
+            if reason is not None:
+                raise Overloaded(reason)
         self._reserved += 1
 
     @property

@@ -204,11 +204,9 @@ async def _negotiate(request: web.Request, state: AppState, principal: Principal
     try:
         if not reserved:
             state.registry.reserve()
-    except CallLimitReached:
-        state.metrics.call_rejected("capacity")
-        raise ApiError(503, "too_many_calls",
-                       f"the server is at its limit of {limits.max_calls} calls; try again later"
-                       ) from None
+    except CallLimitReached as exc:
+        state.metrics.call_rejected(exc.metric)
+        raise exc.refusal() from None
     call = Call(
         state.config, state.engines, extras.options,
         on_closed=state.on_call_closed, on_event=state.on_call_event, ice_servers=ice_servers,

@@ -22,6 +22,7 @@ from .errors import ApiError
 from .handle import CallHandle
 from .hooks import CallHooks, HookRunner
 from .metrics import CallMetrics
+from .overload import OverloadMonitor
 from .ratelimit import ClientLimiter, RateLimited
 from .registry import CallRegistry
 from .shared import ClusterUnavailable, LocalStore, SharedStore
@@ -40,6 +41,7 @@ class AppState:
     guard: TurnGuard | None = None  # safety: checks every caller turn and bot sentence
     vision: VisionEngine | None = None  # reads the caller's camera (None: vision off)
     registry: CallRegistry = field(init=False)
+    overload: OverloadMonitor = field(init=False)
     metrics: CallMetrics = field(init=False)
     auth: Authenticator = field(init=False)
     limiter: ClientLimiter = field(init=False)
@@ -52,7 +54,8 @@ class AppState:
 
     def __post_init__(self) -> None:
         limits = self.config.limits
-        self.registry = CallRegistry(limits.max_calls)
+        self.overload = OverloadMonitor(limits.overload_queue_ms, limits.overload_loop_lag_ms)
+        self.registry = CallRegistry(limits.max_calls, overloaded=lambda: self.overload.reason())
         self.metrics = CallMetrics(lambda: len(self.registry))
         self.auth = Authenticator(self.config.auth)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)

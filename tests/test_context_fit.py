@@ -45,8 +45,13 @@ async def test_the_embedded_model_never_overflows(engines: Engines) -> None:
     assert reply.strip()
 
 
-def test_fit_keeps_the_newest_and_fits_the_real_tokenizer(engines: Engines) -> None:
-    llama = engines.llm._llama  # type: ignore[attr-defined]
+def test_fit_keeps_the_newest_and_fits_the_real_tokenizer() -> None:
+    from llama_cpp import Llama
+
+    from callbot.pipeline.llm.llama_local import smollm2_gguf_path
+
+    # The embedded model's own tokenizer (the model itself runs in a child process).
+    llama = Llama(model_path=str(smollm2_gguf_path()), vocab_only=True, verbose=False)
 
     def real(text: str) -> int:
         return len(llama.tokenize(text.encode(), add_bos=False, special=False))

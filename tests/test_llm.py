@@ -216,3 +216,51 @@ async def test_worker_returns_results_and_raises_errors() -> None:
         worker.close()
     with pytest.raises(RuntimeError, match="closed"):
         worker.submit(sum, [1])
+
+
+# ---- the embedded model in its own process ---------------------------------------------------
+
+
+async def test_embedded_model_runs_in_a_child_process_by_default(engines: Engines) -> None:
+    from callbot.pipeline.llm.llama_process import LlamaProcessModel
+
+    assert isinstance(engines.llm, LlamaProcessModel)
+    child = engines.llm._proc  # type: ignore[attr-defined]
+    assert child is not None and child.poll() is None
+
+
+async def test_a_dead_llm_process_fails_one_reply_and_is_restarted() -> None:
+    from callbot.pipeline.llm.llama_process import LlamaProcessModel
+
+    model = LlamaProcessModel()
+    try:
+        stream = model.stream_chat(LONG_TASK, max_tokens=300, temperature=0.0)
+        got = []
+        with pytest.raises(LLMError, match="exited"):
+            async for delta in stream:
+                got.append(delta)
+                if len(got) == 2:  # the child dies in the middle of a reply
+                    model._proc.kill()  # type: ignore[union-attr]
+        assert got
+        reply = "".join(await collect(model.stream_chat(QUESTION, max_tokens=16,
+                                                        temperature=0.0)))
+        assert len(reply.split()) >= 3, reply  # the next turn is answered by a new child
+        assert model.restarts == 1
+    finally:
+        await model.close()
+    assert model._proc is None
+
+
+async def test_process_and_thread_models_give_the_same_reply() -> None:
+    from callbot.pipeline.llm.llama_local import LlamaCppModel
+    from callbot.pipeline.llm.llama_process import LlamaProcessModel
+
+    replies = []
+    for engine in (LlamaProcessModel, LlamaCppModel):
+        model = engine()
+        try:
+            replies.append("".join(await collect(
+                model.stream_chat(QUESTION, max_tokens=16, temperature=0.0))))
+        finally:
+            await model.close()
+    assert replies[0] == replies[1] and replies[0], replies

@@ -184,3 +184,16 @@ def test_a_prompted_decode_that_repeats_itself_is_caught() -> None:
     assert repeats_itself("Medium, please? Medium, please?")
     assert not repeats_itself("I'm flying to Paris on Friday.")
     assert not repeats_itself("A table for four, please.")
+
+
+def test_a_sentence_said_twice_is_kept_once() -> None:
+    """The prompted decode sometimes says the whole sentence twice: keep it once, without a
+    second decode (it cost ~150 ms of the turn)."""
+    from callbot.pipeline.asr.whisper import said_twice
+
+    assert said_twice("What is the capital of France? What is the capital of France?") == (
+        "What is the capital of France?")
+    assert said_twice("Medium, please? Medium, please?") == "Medium, please?"
+    assert said_twice("Yes. Yes.") is None  # too short to tell from a real "yes, yes"
+    assert said_twice("I'm flying to Paris on Friday.") is None
+    assert said_twice("one two three one two four") is None

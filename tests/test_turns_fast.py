@@ -278,3 +278,30 @@ async def test_context_sources_feed_the_prompt_as_data_and_slow_ones_are_skipped
         assert 15 <= metrics["retrieval_ms"] <= 100
     finally:
         await session.close()
+
+
+async def test_long_call_history_moves_in_steps_so_the_prompt_prefix_is_reused() -> None:
+    """Past `max_history_messages` the oldest turns go, half a window at a time: between two
+    steps every prompt starts like the one before (llama.cpp reuses what it evaluated), and
+    the model never sees more than the window."""
+    llm = ScriptedLLM("Sure.", first_token_s=0.0, token_s=0.0)
+    session, rec, _, _ = make([QUESTION], llm=llm)
+    keep = session.settings.reply.max_history_messages
+    try:
+        for i in range(3 * keep):
+            session.submit_text(f"Question number {i}?")
+            for _ in range(400):  # each reply is done (and in the history) before the next
+                if len(rec.all("response.audio.done")) > i and len(session.history) >= 2 * i + 3:
+                    break
+                await asyncio.sleep(0.005)
+    finally:
+        await session.close()
+    history_seen = [[m for m in r if m["role"] != "system"] for r in llm.requests]
+    assert all(len(h) <= keep + 1 for h in history_seen)  # the window and the new question
+    assert all(h[0]["role"] == "user" for h in history_seen)
+    firsts = [h[0]["content"] for h in history_seen]
+    steps = sum(1 for a, b in zip(firsts, firsts[1:], strict=False) if a != b)
+    assert steps <= (3 * keep) // (keep // 4), firsts  # not a new start every turn
+    for earlier, later in zip(history_seen, history_seen[1:], strict=False):
+        if earlier[0] == later[0]:  # same start: the earlier prompt is a prefix of the later
+            assert later[:len(earlier)] == earlier

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from callbot.pipeline.audio import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE
-from callbot.pipeline.vad import SegmenterSettings, SegmentEvent, SpeechSegmenter, WebRtcVad
+from callbot.pipeline.vad import (
+    SegmenterSettings,
+    SegmentEvent,
+    SileroVad,
+    SpeechSegmenter,
+    WebRtcVad,
+    default_vad,
+)
 from tests import speech
 
 LEAD_S = 0.5
@@ -149,3 +156,73 @@ def test_bad_frame_size_raises() -> None:
 def test_bad_aggressiveness_raises(level: int) -> None:
     with pytest.raises(ValueError):
         WebRtcVad(level)
+
+
+def pause_at_ms(pcm: np.ndarray, settings: SegmenterSettings) -> float:
+    _, events = run(pcm, SpeechSegmenter(WebRtcVad(2), settings))
+    return next(t for t, e in events if e is SegmentEvent.PAUSED)
+
+
+def test_energy_gate_ends_speech_before_the_vad_hangover(question: speech.Clip) -> None:
+    """webrtcvad keeps calling frames voiced for ~100 ms after the last word; the gate ends the
+    speech where its energy ends, so the pause (and the reply) comes that much sooner."""
+    _, end = speech_bounds_ms(question.pcm)
+    gated = pause_at_ms(question.pcm, SegmenterSettings())
+    plain = pause_at_ms(question.pcm, SegmenterSettings(energy_gate=False))
+    pause_ms = SegmenterSettings().pause_ms
+    assert plain - gated >= 60, (plain, gated)
+    assert end + pause_ms - 20 <= gated <= end + pause_ms + 60, (end, gated)
+
+
+def with_noise(pcm: np.ndarray, snr_db: float, kind: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    x = pcm.astype(np.float64)
+    speech_rms = np.sqrt(np.mean(np.square(x[np.abs(x) > 300])))
+    if kind == "white":
+        noise = rng.normal(0, 1, len(x))
+    else:  # mains hum: 50 Hz and its harmonics, as a cheap microphone picks it up
+        t = np.arange(len(x)) / PIPELINE_RATE
+        noise = sum(np.sin(2 * np.pi * 50 * k * t + k) / k for k in range(1, 8))
+    noise *= speech_rms / 10 ** (snr_db / 20) / np.sqrt(np.mean(np.square(noise)))
+    return np.clip(x + noise, -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize(("kind", "snr_db"), [("white", 15), ("white", 10), ("hum", 20)])
+def test_energy_gate_leaves_noisy_speech_to_the_vad(question: speech.Clip, kind: str,
+                                                    snr_db: float) -> None:
+    """Noise 10-20 dB under the speech is above the gate: the VAD alone decides, so the gate
+    never cuts noisy speech short (a noise-floor gate did, mid-sentence: tried and dropped)."""
+    noisy = with_noise(np.concatenate([question.pcm, np.zeros(PIPELINE_RATE, np.int16)]),
+                       snr_db, kind)
+    _, gated = run(noisy)
+    _, plain = run(noisy, SpeechSegmenter(WebRtcVad(2), SegmenterSettings(energy_gate=False)))
+    assert gated == plain
+
+
+def test_silero_confirms_speech_and_rejects_steady_hum(question: speech.Clip) -> None:
+    """Mains hum 10 dB under the voice: webrtcvad calls it speech before and after the words
+    (the turn would never end); webrtcvad + Silero starts at the words and pauses after them."""
+    _, end = speech_bounds_ms(question.pcm)
+    onset, _ = speech_bounds_ms(question.pcm)
+    noisy = with_noise(np.concatenate([question.pcm, np.zeros(PIPELINE_RATE, np.int16)]),
+                       10, "hum")
+    _, plain = run(noisy, SpeechSegmenter(default_vad(2, neural=False), SegmenterSettings()))
+    assert [e for _, e in plain] == [SegmentEvent.STARTED], plain  # opened on hum, never ends
+    assert plain[0][0] < onset - 100
+    _, confirmed = run(noisy, SpeechSegmenter(default_vad(2, neural=True), SegmenterSettings()))
+    assert [e for _, e in confirmed] == [SegmentEvent.STARTED, SegmentEvent.PAUSED], confirmed
+    (started, _), (paused, _) = confirmed
+    assert onset <= started <= onset + 200, (onset, started)
+    pause_ms = SegmenterSettings().pause_ms
+    assert end + pause_ms - 40 <= paused <= end + pause_ms + 150, (end, paused)
+
+
+def test_silero_alone_on_silence_and_speech(question: speech.Clip) -> None:
+    vad = SileroVad()
+    frames = [question.pcm[i:i + FRAME_SAMPLES]
+              for i in range(0, len(question.pcm) - FRAME_SAMPLES, FRAME_SAMPLES)]
+    decisions = [vad.is_speech(f) for f in frames]
+    lead = int(LEAD_S * 1000 / FRAME_MS)
+    assert not any(decisions[: lead - 2])  # the half second of silence before
+    assert sum(decisions) * FRAME_MS >= 1000  # most of the ~1.7 s question
+    assert not any(decisions[-20:])  # the trailing second of silence, after its release

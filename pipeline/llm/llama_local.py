@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,24 +95,30 @@ class LlamaCppModel:
         stop: threading.Event,
     ) -> None:
         try:
-            # Exact, with the model's own tokenizer: the prompt never overflows n_ctx.
-            budget = self._llama.n_ctx() - max_tokens - 16
-            messages = fit_messages(messages, budget, self._count_tokens)
-            stream = self._llama.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stream=True,
-            )
-            for chunk in stream:
-                if stop.is_set():
-                    break
-                delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
-                text = delta.get("content")
-                if text:
-                    push(text)
+            self.generate_into(messages, max_tokens, temperature, push, stop)
         finally:
             push(_DONE)
+
+    def generate_into(self, messages: list[ChatMessage], max_tokens: int, temperature: float,
+                      emit: Callable[[str], object], stop: threading.Event) -> None:
+        """Generate a reply (blocking), handing each piece of text to `emit` until done or
+        until `stop` is set."""
+        # Exact, with the model's own tokenizer: the prompt never overflows n_ctx.
+        budget = self._llama.n_ctx() - max_tokens - 16
+        messages = fit_messages(messages, budget, self._count_tokens)
+        stream = self._llama.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+        )
+        for chunk in stream:
+            if stop.is_set():
+                break
+            delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
+            text = delta.get("content")
+            if text:
+                emit(text)
 
     def _count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=False,

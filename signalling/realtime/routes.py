@@ -202,10 +202,9 @@ async def _negotiate(request: web.Request, state: AppState, secret_session: Any
     ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
     try:
         state.registry.reserve()
-    except CallLimitReached:
-        state.metrics.call_rejected("capacity")
-        raise ApiError(503, "too_many_calls", "the server is at its call limit; try again later"
-                       ) from None
+    except CallLimitReached as exc:
+        state.metrics.call_rejected(exc.metric)
+        raise exc.refusal() from None
     call = _RealtimeCall(state.config, state.engines, options, on_closed=state.on_call_closed,
                          on_event=state.on_call_event, ice_servers=ice_servers,
                          vision=state.vision)
@@ -269,11 +268,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await state.admit(principal)
     try:
         state.registry.reserve()  # a WebSocket session holds a call slot while it lasts
-    except CallLimitReached:
+    except CallLimitReached as exc:
         await state.store.release(principal.client_id)
-        state.metrics.call_rejected("capacity")
-        raise ApiError(503, "too_many_calls", "the server is at its call limit; try again later"
-                       ) from None
+        state.metrics.call_rejected(exc.metric)
+        raise exc.refusal() from None
     try:
         ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_WS_MESSAGE_BYTES,
                                    heartbeat=20)
