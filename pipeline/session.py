@@ -36,7 +36,7 @@ from .settings import TurnSettings
 from .text import SentenceChunker, needs_space
 from .turn import AudioOutput, Turn
 from .turn_policy import EndOfTurnPolicy, default_policy
-from .vad import SegmentEvent, SpeechSegmenter, VoiceActivityDetector, default_vad
+from .vad import SegmentEvent, VoiceActivityDetector, speech_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,8 @@ class VoiceSession:
         self._language = language
         self.policy = policy or default_policy(endpointing, engines.turn_model)
         self._policy_given = policy is not None
-        self._segmenter = SpeechSegmenter(
-            vad or default_vad(endpointing.vad_aggressiveness, endpointing.neural_vad),
-            endpointing.segmenter,
-        )
+        self._segmenter = speech_segmenter(vad, endpointing.vad_aggressiveness,
+                                           endpointing.neural_vad, endpointing.segmenter)
         prompt = system_prompt or self.settings.reply.system_prompt
         self.history: list[ChatMessage] = [{"role": "system", "content": prompt}]
         self._context: list[str] = []  # notes from the app (add_context), for every reply
@@ -221,11 +219,8 @@ class VoiceSession:
             self.policy = default_policy(settings.endpointing, self._engines.turn_model)
         if not self._segmenter.in_segment:
             endpointing = settings.endpointing
-            self._segmenter = SpeechSegmenter(
-                self._vad_given or default_vad(endpointing.vad_aggressiveness,
-                                               endpointing.neural_vad),
-                endpointing.segmenter,
-            )
+            self._segmenter = speech_segmenter(self._vad_given, endpointing.vad_aggressiveness,
+                                               endpointing.neural_vad, endpointing.segmenter)
 
     async def close(self) -> None:
         self._closed = True

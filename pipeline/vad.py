@@ -99,20 +99,14 @@ def _silero_session() -> Any:
                                         sess_options=options)
 
 
-class AllVoiced:
-    """Speech only where every detector hears it (each sees every frame: they keep state)."""
-
-    def __init__(self, *detectors: VoiceActivityDetector) -> None:
-        self.detectors = detectors
-
-    def is_speech(self, frame: np.ndarray) -> bool:
-        return all([d.is_speech(frame) for d in self.detectors])
-
-
-def default_vad(aggressiveness: int, neural: bool) -> VoiceActivityDetector:
-    """webrtcvad (fast, but steady noise is speech to it), confirmed by Silero when `neural`."""
-    webrtc = WebRtcVad(aggressiveness)
-    return AllVoiced(webrtc, SileroVad()) if neural else webrtc
+def speech_segmenter(vad: VoiceActivityDetector | None, aggressiveness: int, neural: bool,
+                     settings: SegmenterSettings) -> SpeechSegmenter:
+    """The segmenter a call uses: `vad` if the app gave one, else webrtcvad (fast, but steady
+    noise is speech to it) confirmed by Silero when `neural`."""
+    if vad is not None:
+        return SpeechSegmenter(vad, settings)
+    return SpeechSegmenter(WebRtcVad(aggressiveness), settings,
+                           confirm=SileroVad() if neural else None)
 
 
 @dataclass(frozen=True)
@@ -144,10 +138,17 @@ class SpeechSegmenter:
 
     The segment stays open through pauses: the caller decides when a turn has ended (it may
     wait longer after an incomplete-sounding sentence) and then calls `close()`.
+
+    `confirm` (e.g. Silero) must agree that there is speech: a segment opens once `vad` has
+    heard `start_ms` of voice in the window *and* `confirm` hears speech now (so its slower
+    onset costs no time: `vad`'s frames before it still count), and inside a segment a frame
+    is voiced only if both say so.
     """
 
-    def __init__(self, vad: VoiceActivityDetector, settings: SegmenterSettings) -> None:
+    def __init__(self, vad: VoiceActivityDetector, settings: SegmenterSettings,
+                 confirm: VoiceActivityDetector | None = None) -> None:
         self._vad = vad
+        self._confirm = confirm
         self.settings = settings
         n_window = max(1, settings.start_window_ms // FRAME_MS)
         self._window: collections.deque[bool] = collections.deque(maxlen=n_window)
@@ -188,10 +189,12 @@ class SpeechSegmenter:
             raise ValueError(f"expected {FRAME_SAMPLES} samples, got {frame.shape}")
         self.frames_seen += 1
         voiced = self._vad.is_speech(frame)
+        # The confirming detector sees every frame (it keeps state across them).
+        confirmed = self._confirm.is_speech(frame) if self._confirm is not None else True
         if not self.in_segment:
             self._preroll.append(frame)
             self._window.append(voiced)
-            if sum(self._window) * FRAME_MS >= self.settings.start_ms:
+            if sum(self._window) * FRAME_MS >= self.settings.start_ms and confirmed:
                 self.in_segment = True
                 self.paused = False
                 self.silence_ms = 0
@@ -204,6 +207,7 @@ class SpeechSegmenter:
             return None
 
         self._frames.append(frame)
+        voiced = voiced and confirmed
         if voiced and self.settings.energy_gate:
             level = frame_dbfs(frame)
             if level < max(QUIET_FLOOR_DBFS, self._peak_dbfs - QUIET_BELOW_PEAK_DB):

@@ -12,7 +12,7 @@ from callbot.pipeline.vad import (
     SileroVad,
     SpeechSegmenter,
     WebRtcVad,
-    default_vad,
+    speech_segmenter,
 )
 from tests import speech
 
@@ -206,10 +206,10 @@ def test_silero_confirms_speech_and_rejects_steady_hum(question: speech.Clip) ->
     onset, _ = speech_bounds_ms(question.pcm)
     noisy = with_noise(np.concatenate([question.pcm, np.zeros(PIPELINE_RATE, np.int16)]),
                        10, "hum")
-    _, plain = run(noisy, SpeechSegmenter(default_vad(2, neural=False), SegmenterSettings()))
+    _, plain = run(noisy, speech_segmenter(None, 2, False, SegmenterSettings()))
     assert [e for _, e in plain] == [SegmentEvent.STARTED], plain  # opened on hum, never ends
     assert plain[0][0] < onset - 100
-    _, confirmed = run(noisy, SpeechSegmenter(default_vad(2, neural=True), SegmenterSettings()))
+    _, confirmed = run(noisy, speech_segmenter(None, 2, True, SegmenterSettings()))
     assert [e for _, e in confirmed] == [SegmentEvent.STARTED, SegmentEvent.PAUSED], confirmed
     (started, _), (paused, _) = confirmed
     assert onset <= started <= onset + 200, (onset, started)
