@@ -83,6 +83,11 @@ class SileroVad:
         return self.speaking
 
 
+def load_silero() -> None:
+    """Load Silero's model now (blocking: at start-up, so no call's first frame waits)."""
+    _silero_session()
+
+
 @functools.lru_cache(maxsize=1)
 def _silero_session() -> Any:
     """One ONNX session for every call (run() is thread-safe; the state is per call)."""

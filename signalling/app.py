@@ -17,6 +17,7 @@ from callbot.pipeline.errors import EngineError
 from callbot.pipeline.lang import build_voices
 from callbot.pipeline.safety.guard import build_guard
 from callbot.pipeline.settings import EngineSettings
+from callbot.pipeline.vad import load_silero
 from callbot.pipeline.vision import VisionEngine, VisionSettings, load_vision
 from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
@@ -122,6 +123,8 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         else:
             loaded = await asyncio.to_thread(shared_engines, config.engines, prompt)
         loaded = language_engines(loaded, config)
+        if config.turn.endpointing.neural_vad:
+            await asyncio.to_thread(load_silero)
         guard = await asyncio.to_thread(build_guard, config.safety)
         vision = await asyncio.to_thread(shared_vision, config.vision)
         state = AppState(config=config, engines=loaded, hooks=hooks or CallHooks(),
