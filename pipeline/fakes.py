@@ -169,21 +169,45 @@ class MemoryOutput:
         self.enqueued: list[tuple[np.ndarray, int]] = []
         self.enqueued_at: list[float] = []  # time.monotonic() of each enqueue
         self.clears: list[float] = []
+        self.holds = 0
         self._ends_at = 0.0
+        self._held_left: float | None = None  # while held: the seconds still to play
 
     def enqueue(self, pcm: np.ndarray, sample_rate: int) -> None:
         self.enqueued.append((pcm, sample_rate))
         self.enqueued_at.append(time.monotonic())
-        self._ends_at = max(self._ends_at, time.monotonic()) + len(pcm) / sample_rate
+        if self._held_left is not None:
+            self._held_left += len(pcm) / sample_rate
+        else:
+            self._ends_at = max(self._ends_at, time.monotonic()) + len(pcm) / sample_rate
 
     def clear(self) -> float:
         dropped = self.pending_seconds()
         self.clears.append(dropped)
         self._ends_at = time.monotonic()
+        self._held_left = None
         return dropped
 
+    def hold(self) -> None:
+        if self._held_left is None:
+            self.holds += 1
+            self._held_left = self.pending_seconds()
+
+    def resume(self) -> None:
+        if self._held_left is not None:
+            self._ends_at = time.monotonic() + self._held_left
+            self._held_left = None
+
+    @property
+    def held(self) -> bool:
+        return self._held_left is not None
+
     def pending_seconds(self) -> float:
-        return max(0.0, self._ends_at - time.monotonic()) if self.realtime else 0.0
+        if not self.realtime:
+            return 0.0
+        if self._held_left is not None:
+            return self._held_left
+        return max(0.0, self._ends_at - time.monotonic())
 
     async def wait_drained(self) -> None:
         while True:  # polled: clear() ends the wait early

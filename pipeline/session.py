@@ -24,6 +24,7 @@ import numpy as np
 
 from . import events as ev
 from .asr.prompt import asr_prompt
+from .audio import FRAME_MS
 from .augment import ContextSource, TurnRequest, gather_context
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
@@ -93,6 +94,8 @@ class VoiceSession:
         self._partial_task: asyncio.Task[None] | None = None
         self._partial_at_ms = 0
         self._partials_skipped = 0  # in the current segment, reported in `metrics`
+        self._held_at: int | None = None  # segmenter frame at which the bot's voice was held
+        self.false_holds = 0  # holds that came to nothing (the bot went on after a pause)
         self._closed = False
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
@@ -110,7 +113,11 @@ class VoiceSession:
         if self._closed:
             return
         event = self._segmenter.feed(frame)
-        if event is SegmentEvent.STARTED:
+        if self._held_at is not None and event is not SegmentEvent.STARTED:
+            self._maybe_resume()
+        if event is SegmentEvent.ONSET:
+            self._hold_for_onset()
+        elif event is SegmentEvent.STARTED:
             self._on_speech_started()
         elif event is SegmentEvent.PAUSED:
             self._start_speculation()
@@ -241,7 +248,32 @@ class VoiceSession:
         self._send(ev.SpeechStarted())
         if self._active is not None and self.settings.interruption.enabled:
             self._interrupt("barge_in")
+        self._release_hold()  # after a clear there is nothing left to resume
         self._set_state("listening")
+
+    def _hold_for_onset(self) -> None:
+        """A voice may be starting over the bot: pause its voice now, ~80 ms before the
+        segment can open (speech confirmed), so a barge-in is heard sooner."""
+        interruption = self.settings.interruption
+        if (self._active is None or not interruption.enabled or not interruption.pause_on_onset
+                or self._held_at is not None or self._output.pending_seconds() <= 0):
+            return
+        self._output.hold()
+        self._held_at = self._segmenter.frames_seen
+
+    def _maybe_resume(self) -> None:
+        """No speech followed the onset in time: the bot goes on from where it paused."""
+        assert self._held_at is not None
+        waited_ms = (self._segmenter.frames_seen - self._held_at) * FRAME_MS
+        if waited_ms >= self.settings.interruption.resume_after_ms:
+            self._release_hold()
+            self.false_holds += 1
+            log.debug("voice onset without speech: the bot goes on after %d ms", waited_ms)
+
+    def _release_hold(self) -> None:
+        if self._held_at is not None:
+            self._held_at = None
+            self._output.resume()
 
     def _start_speculation(self) -> None:
         self._drop_speculation()
@@ -321,6 +353,7 @@ class VoiceSession:
         if turn is None:
             return
         dropped = self._output.clear()
+        self._held_at = None  # clear() ended any hold
         if turn.task is not None:
             turn.task.cancel()
         spoken = turn.spoken_text(dropped)

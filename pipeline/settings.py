@@ -111,6 +111,14 @@ class InterruptionSettings:
     """What the caller's voice does to a bot that is talking."""
 
     enabled: bool = True  # False: the bot finishes its reply whatever the caller says
+    # The bot's voice pauses at a voice onset (40 ms of rising voice, see SegmenterSettings),
+    # ~80 ms before the turn is sure to be speech, and goes on where it paused if no speech
+    # follows within resume_after_ms; confirmed speech then stops the reply as before.
+    pause_on_onset: bool = True
+    resume_after_ms: int = 300
+
+    def __post_init__(self) -> None:
+        _positive(self, "resume_after_ms")
 
 
 @dataclass(frozen=True)

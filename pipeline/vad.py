@@ -26,6 +26,9 @@ TRAILING_KEEP_MS = 100  # silence kept after the last voiced frame: Whisper need
 # the gate, so in noise the VAD alone decides, as before.
 QUIET_BELOW_PEAK_DB = 35.0
 QUIET_FLOOR_DBFS = -60.0
+# A voice onset must also be louder than this (a caller's speech is -35..-15 dBFS).
+ONSET_FLOOR_DBFS = -50.0
+BACKGROUND_FRAMES = 50  # the last second before an onset: its median level is the background
 
 
 class VoiceActivityDetector(Protocol):
@@ -129,10 +132,17 @@ class SegmenterSettings:
     preroll_ms: int = 240  # audio kept from before the detected start
     energy_gate: bool = True  # end speech where its energy ends, not with webrtcvad's hangover
     max_segment_s: float = 25.0  # Whisper sees at most 30 s; force a turn end before that
+    # A voice onset is reported as soon as webrtcvad has heard onset_ms of voice, each frame
+    # onset_rise_db above the median level of the second before (steady hum or a fan never
+    # rises, so it never makes one): long before the segment opens, so a talking bot can
+    # pause at once (InterruptionSettings.pause_on_onset). 0 = no onsets.
+    onset_ms: int = 40
+    onset_rise_db: float = 9.0
 
 
 class SegmentEvent(enum.Enum):
     STARTED = "started"  # speech began (segment opened)
+    ONSET = "onset"  # voice may be starting (before STARTED; may come to nothing)
     PAUSED = "paused"  # silence for pause_ms after speech
     RESUMED = "resumed"  # speech came back after a pause, same segment
     TOO_LONG = "too_long"  # segment hit max_segment_s
@@ -168,6 +178,8 @@ class SpeechSegmenter:
         self._voiced_run = 0
         self.last_voiced_frame = 0  # index (in frames_seen) of the last voiced frame
         self._peak_dbfs = QUIET_FLOOR_DBFS  # loudest voiced frame of the segment
+        self._levels: collections.deque[float] = collections.deque(maxlen=BACKGROUND_FRAMES)
+        self._onset_run = 0  # frames in a row that sound like a voice starting
 
     @property
     def segment_audio(self) -> np.ndarray:
@@ -199,7 +211,9 @@ class SpeechSegmenter:
         if not self.in_segment:
             self._preroll.append(frame)
             self._window.append(voiced)
+            onset = self._onset(frame, voiced)
             if sum(self._window) * FRAME_MS >= self.settings.start_ms and confirmed:
+                self._onset_run = 0  # the background level stays: it is the line's
                 self.in_segment = True
                 self.paused = False
                 self.silence_ms = 0
@@ -209,7 +223,7 @@ class SpeechSegmenter:
                 self._preroll.clear()
                 self._window.clear()
                 return SegmentEvent.STARTED
-            return None
+            return SegmentEvent.ONSET if onset else None
 
         self._frames.append(frame)
         voiced = voiced and confirmed
@@ -237,6 +251,21 @@ class SpeechSegmenter:
         if self.segment_ms >= self.settings.max_segment_s * 1000:
             return SegmentEvent.TOO_LONG
         return None
+
+    def _onset(self, frame: np.ndarray, voiced: bool) -> bool:
+        """Whether this frame completes a voice onset (reported once per onset)."""
+        level = frame_dbfs(frame)
+        need = self.settings.onset_ms // FRAME_MS
+        rising = False
+        if voiced and need:
+            background = float(np.median(self._levels)) if self._levels else QUIET_FLOOR_DBFS
+            rising = level >= max(ONSET_FLOOR_DBFS, background + self.settings.onset_rise_db)
+        self._onset_run = self._onset_run + 1 if rising else 0
+        # The background is what came before an onset, not the onset itself; but a "voice"
+        # that stays for half a second (noise switched on) becomes the background.
+        if not rising or self._onset_run > BACKGROUND_FRAMES // 2:
+            self._levels.append(level)
+        return bool(need) and self._onset_run == need
 
     def close(self) -> np.ndarray:
         """End the segment and return its voiced audio."""

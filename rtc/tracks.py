@@ -42,6 +42,7 @@ class PacedAudioTrack(MediaStreamTrack):
         self._queued = 0  # samples waiting in _chunks
         self._drained = asyncio.Event()
         self._drained.set()
+        self._held = False  # paused at a possible barge-in: silence out, queue kept
         self._clock_start: float | None = None
         self._pts = 0
         self.frames_sent = 0
@@ -59,10 +60,17 @@ class PacedAudioTrack(MediaStreamTrack):
 
     def clear(self) -> float:
         dropped = self._queued
+        self._held = False
         self._chunks.clear()
         self._queued = 0
         self._drained.set()
         return dropped / WEBRTC_RATE
+
+    def hold(self) -> None:
+        self._held = True
+
+    def resume(self) -> None:
+        self._held = False
 
     def pending_seconds(self) -> float:
         return self._queued / WEBRTC_RATE
@@ -97,7 +105,7 @@ class PacedAudioTrack(MediaStreamTrack):
         return frame
 
     def _take(self, n: int) -> np.ndarray:
-        if not self._queued:
+        if not self._queued or self._held:
             return np.zeros(n, dtype=np.int16)
         self.voice_frames_sent += 1
         parts: list[np.ndarray] = []

@@ -303,7 +303,7 @@ class RedisStore:
                 await asyncio.sleep(self.heartbeat_s)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in redis 8
                 except (RedisError, OSError):
                     pass
 

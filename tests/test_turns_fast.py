@@ -305,3 +305,59 @@ async def test_long_call_history_moves_in_steps_so_the_prompt_prefix_is_reused()
     for earlier, later in zip(history_seen, history_seen[1:], strict=False):
         if earlier[0] == later[0]:  # same start: the earlier prompt is a prefix of the later
             assert later[:len(earlier)] == earlier
+
+
+async def test_a_voice_onset_pauses_the_bot_at_once_and_speech_then_stops_it() -> None:
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    session, rec, output, _ = make([QUESTION, "Stop."], reply=reply, realtime=True)
+    try:
+        await feed(session, voice_frames(600) + silence_frames(400))
+        await rec.wait_for("response.audio.started", 2)
+        await feed(session, silence_frames(200))
+        await feed(session, voice_frames(40))  # 40 ms of voice: not yet a segment
+        assert output.held and output.holds == 1
+        assert "response.interrupted" not in rec.names()
+        await feed(session, voice_frames(200))  # it was speech: the reply stops
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in"
+        assert not output.held and output.clears[-1] > 0.5
+        assert session.false_holds == 0
+    finally:
+        await session.close()
+
+
+async def test_an_onset_that_comes_to_nothing_lets_the_bot_go_on_where_it_paused() -> None:
+    reply = "Spiders have eight legs and many eyes."
+    session, rec, output, _ = make([QUESTION], reply=reply, realtime=True)
+    try:
+        await feed(session, voice_frames(600) + silence_frames(400))
+        await rec.wait_for("response.audio.started", 2)
+        await feed(session, silence_frames(100))
+        await feed(session, voice_frames(60))  # a knock: 60 ms, then quiet
+        assert output.held
+        left = output.pending_seconds()
+        await feed(session, silence_frames(200))
+        assert output.held and abs(output.pending_seconds() - left) < 0.01  # paused, kept
+        await feed(session, silence_frames(160))
+        assert not output.held and session.false_holds == 1  # resumed after 300 ms
+        metrics = await rec.wait_for("metrics", 5)
+        assert metrics["turn_id"] == 1
+        assert "response.interrupted" not in rec.names() and not output.clears
+        assert session.history[-1] == {"role": "assistant", "content": reply}
+    finally:
+        await session.close()
+
+
+async def test_pausing_on_onsets_can_be_turned_off() -> None:
+    settings = TurnSettings(interruption=InterruptionSettings(pause_on_onset=False))
+    session, rec, output, _ = make([QUESTION, "Stop."], realtime=True, settings=settings,
+                                   reply="Spiders have eight legs and many eyes.")
+    try:
+        await feed(session, voice_frames(600) + silence_frames(400))
+        await rec.wait_for("response.audio.started", 2)
+        await feed(session, voice_frames(60))
+        assert output.holds == 0
+        await feed(session, voice_frames(200))
+        await rec.wait_for("response.interrupted", 1)
+    finally:
+        await session.close()

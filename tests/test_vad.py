@@ -25,14 +25,15 @@ def speech_bounds_ms(pcm: np.ndarray, threshold: int = 300) -> tuple[float, floa
     return loud[0] * 1000 / PIPELINE_RATE, loud[-1] * 1000 / PIPELINE_RATE
 
 
-def run(pcm: np.ndarray, segmenter: SpeechSegmenter | None = None
+def run(pcm: np.ndarray, segmenter: SpeechSegmenter | None = None, *, onsets: bool = False
         ) -> tuple[SpeechSegmenter, list[tuple[float, SegmentEvent]]]:
-    """Feed all whole frames; return the events with the time (ms) the frame ended at."""
+    """Feed all whole frames; return the events with the time (ms) the frame ended at
+    (voice onsets only with `onsets`: the segment's edges are what most tests pin)."""
     seg = segmenter or SpeechSegmenter(WebRtcVad(2), SegmenterSettings())
     events = []
     for i in range(len(pcm) // FRAME_SAMPLES):
         event = seg.feed(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
-        if event is not None:
+        if event is not None and (onsets or event is not SegmentEvent.ONSET):
             events.append(((i + 1) * FRAME_MS, event))
     return seg, events
 
@@ -226,3 +227,39 @@ def test_silero_alone_on_silence_and_speech(question: speech.Clip) -> None:
     assert not any(decisions[: lead - 2])  # the half second of silence before
     assert sum(decisions) * FRAME_MS >= 1000  # most of the ~1.7 s question
     assert not any(decisions[-20:])  # the trailing second of silence, after its release
+
+
+def test_a_voice_onset_comes_80_ms_before_the_segment_opens(question: speech.Clip) -> None:
+    onset, _ = speech_bounds_ms(question.pcm)
+    _, events = run(question.pcm, onsets=True)
+    kinds = [e for _, e in events]
+    assert kinds[:2] == [SegmentEvent.ONSET, SegmentEvent.STARTED], events
+    assert SegmentEvent.ONSET not in kinds[2:]  # inside the segment: edges only
+    (onset_at, _), (started_at, _) = events[:2]
+    assert onset <= onset_at <= onset + 80, (onset, onset_at)
+    assert started_at - onset_at >= 60, events
+
+
+@pytest.mark.parametrize(("kind", "snr_db"), [("hum", 10), ("hum", 20), ("white", 15)])
+def test_steady_noise_makes_at_most_one_onset_when_it_starts(question: speech.Clip, kind: str,
+                                                             snr_db: float) -> None:
+    """webrtcvad calls mains hum speech at times, but noise does not rise above itself: it is
+    an onset once, when it switches on, then the background (a bot talking to a caller in
+    hum is not paused again and again). A voice over it is an onset at the latest when the
+    segment opens (an espeak "How" rises too slowly over 10 dB hum to be one earlier)."""
+    noisy = with_noise(question.pcm, snr_db, kind)
+    hum_only = noisy[: int(LEAD_S * PIPELINE_RATE) - FRAME_SAMPLES * 4]  # whole 50 Hz periods
+    seg = speech_segmenter(None, 2, True, SegmenterSettings())
+    _, before = run(np.tile(hum_only, 8), seg, onsets=True)  # 3.4 s of noise alone
+    assert [e for _, e in before] in ([], [SegmentEvent.ONSET]), before
+    assert all(t <= 100 for t, _ in before)
+    _, events = run(noisy, seg, onsets=True)
+    started = next(t for t, e in events if e is SegmentEvent.STARTED)
+    onsets = [t for t, e in events if e is SegmentEvent.ONSET]
+    assert len(onsets) <= 1 and all(t < started for t in onsets), events
+
+
+def test_onsets_can_be_turned_off(question: speech.Clip) -> None:
+    seg = SpeechSegmenter(WebRtcVad(2), SegmenterSettings(onset_ms=0))
+    _, events = run(question.pcm, seg, onsets=True)
+    assert [e for _, e in events] == [SegmentEvent.STARTED, SegmentEvent.PAUSED]

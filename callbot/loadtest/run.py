@@ -42,6 +42,9 @@ from .scenario import (
     read_wav,
 )
 
+# After a barge-in, bot audio again within this time was a pause between its sentences.
+RESUMED_WITHIN_S = 1.0
+
 
 class TurnFailed(RuntimeError):
     pass
@@ -115,8 +118,12 @@ async def _turn(caller: Any, step: Step, pcm: np.ndarray, rate: int, options: Lo
     idx = len(caller.events)
     if step.kind == "barge_in":
         # The previous say's answer must be playing: speak over it the moment it starts.
-        await _wait(caller, "response.audio.started", idx_before(caller), "the bot never spoke "
-                    "(nothing to barge in on)")
+        started = await _wait(caller, "response.audio.started", idx_before(caller),
+                              "the bot never spoke (nothing to barge in on)")
+        # ...once the caller hears it (the event outruns the audio's jitter buffer).
+        heard_from = _arrival(caller, started)
+        if await _poll(lambda: caller.heard.first_voice_after(heard_from), 3.0) is None:
+            raise TurnFailed("barge-in: response.audio.started came, but no audible bot audio")
     clip_s = len(pcm) / rate
     end_offset = speech_end_offset(pcm, rate)
     start_offset = speech_start_offset(pcm, rate)
@@ -125,10 +132,13 @@ async def _turn(caller: Any, step: Step, pcm: np.ndarray, rate: int, options: Lo
     sent_end = await asyncio.wait_for(sending, clip_s + 10)
     speech_end = sent_end - (clip_s - end_offset)
     if step.kind == "barge_in":
-        stop = await _poll(lambda: caller.heard.silence_after(speech_start, min_frames=10), 5.0)
+        stop = await _bot_stopped(caller, speech_start)
         if stop is None:
             raise TurnFailed("barge-in: the bot kept talking for 5 s over the caller")
-        turn["barge_in_ms"] = round((stop - speech_start) * 1000, 1)
+        if _event_after(caller, "response.interrupted", idx) is not None:
+            turn["barge_in_ms"] = round((stop - speech_start) * 1000, 1)
+        else:  # a short reply ended by itself before the caller's first word: not a figure
+            turn["barge_in_missed"] = "the reply ended before the caller spoke"
     if options.echo:
         voice = await _poll(lambda: caller.heard.first_voice_after(speech_start), 3.0)
         if voice is None:
@@ -180,6 +190,33 @@ async def _wait(caller: Any, name: str, idx: int, why: str) -> dict[str, Any]:
         error = _event_after(caller, "error", idx)
         detail = f" (server error: {error.get('code')})" if error else ""
         raise TurnFailed(f"{why}{detail}") from None
+
+
+async def _bot_stopped(caller: Any, since: float) -> float | None:
+    """When the bot's voice stopped for good after `since`: a pause between two of its
+    sentences (a silent run, then its voice again within a second) is not the stop."""
+    deadline = time.monotonic() + 5.0
+    start = since
+
+    def silence() -> float | None:
+        found: float | None = caller.heard.silence_after(start, min_frames=10)
+        return found
+
+    while (stop := await _poll(silence, deadline - time.monotonic())) is not None:
+        await asyncio.sleep(max(0.0, stop + RESUMED_WITHIN_S - time.monotonic()))
+        again = caller.heard.first_voice_after(stop)
+        if again is None or again > stop + RESUMED_WITHIN_S:
+            return stop
+        start = again
+    return None
+
+
+def _arrival(caller: Any, event: dict[str, Any]) -> float:
+    """When the caller received `event` (monotonic), or now if it is not found."""
+    for arrived, data in reversed(caller.events):
+        if data is event:
+            return float(arrived)
+    return time.monotonic()
 
 
 async def _poll(probe: Callable[[], float | None], timeout: float) -> float | None:

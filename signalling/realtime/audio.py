@@ -97,6 +97,13 @@ class StreamingOutput:
         self._cleared = asyncio.Event()
         return dropped
 
+    def hold(self) -> None:
+        """Nothing to do: what was sent is the client's to play (it pauses on
+        `input_audio_buffer.speech_started` if it wants to)."""
+
+    def resume(self) -> None:
+        pass
+
     def pending_seconds(self) -> float:
         return max(0.0, self._end - time.monotonic())
 

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from callbot.pipeline.settings import InterruptionSettings, TurnSettings
+from callbot.pipeline.settings import TurnSettings
 
 from .audio import RATES
 
@@ -133,7 +133,8 @@ def turn_settings(base: TurnSettings, detection: dict[str, Any] | None,
             statement_end_ms=int(e.statement_end_ms * scale),
             incomplete_end_ms=int(e.incomplete_end_ms * scale),
         )
-    interruption = InterruptionSettings(enabled=bool(detection.get("interrupt_response", True)))
+    interruption = dataclasses.replace(
+        settings.interruption, enabled=bool(detection.get("interrupt_response", True)))
     return dataclasses.replace(settings, endpointing=endpointing, interruption=interruption)
 
 
