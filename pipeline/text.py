@@ -158,7 +158,7 @@ _CJK_TRAILING_INCOMPLETE = (
 _CJK_QUESTION_END = re.compile(r"(吗|呢|么|嘛|吧)[。.]?$")
 _CJK_QUESTION_WORD = re.compile(r"几|多少|什么|怎么|为什么|哪|谁|是不是|有没有|能不能|可不可以")
 _GREETING_ONLY = re.compile(
-    r"^((hi|hello|hey|okay|ok|so|well|um+|uh+|hmm+|yes|yeah|right"
+    r"^((hi|hello|hey|okay|ok|so|well|um+|uh+|h?m+|erm?|ah+|yes|yeah|right"
     r"|hallo|guten tag|bonjour|salut|hola|buenos días|buenas)( there| again| bot)?"
     r"|(hi|hello|hey|hallo|bonjour|hola),? [\w']+)[.!,]*$",  # "Hello, Sarah." (or "there")
     re.I,

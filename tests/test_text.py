@@ -95,6 +95,10 @@ def test_markdown_and_emoji_are_stripped() -> None:
         ("Hello, I need help.", "statement"),
         ("hello", "incomplete"),
         ("Um", "incomplete"),
+        ("m", "incomplete"),  # Whisper's "Hmm..." before the words: a filler, not a turn
+        ("Mm.", "incomplete"),
+        ("Erm,", "incomplete"),
+        ("Ah.", "incomplete"),
         ("I want to book a table and", "incomplete"),
         ("My name is", "incomplete"),
         ("Let me think,", "incomplete"),
