@@ -54,11 +54,12 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
         if settings.llm_model == "qwen2.5-1.5b":
             from .llm.quality import qwen_gguf_path
 
-            # Bigger model, slow prompt evaluation: keep states of earlier prompts (system
-            # prompt, each call's history) so a turn pays only for its new tokens.
+            # Bigger model, slow prompt evaluation: keep at least 768 MB of earlier prompts'
+            # states (system prompt, each call's history).
             return engine(qwen_gguf_path(), n_ctx=4096, n_threads=settings.llm_threads,
-                          state_cache_bytes=768 * 1024 * 1024)
-        return engine(n_threads=settings.llm_threads)
+                          state_cache_bytes=max(768, settings.llm_state_cache_mb) << 20)
+        return engine(n_threads=settings.llm_threads,
+                      state_cache_bytes=settings.llm_state_cache_mb << 20)
     raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 

@@ -41,6 +41,9 @@ class EngineSettings:
     # "thread" (in this process, on a worker thread).
     llm_isolation: str = "process"
     llm_model: str = "smollm2-135m"  # embedded model: or "qwen2.5-1.5b" (extra 'quality')
+    # States of earlier prompts the embedded LLM keeps (each call's history so far), so with
+    # several calls a turn evaluates only its new tokens. 0 = off. SmolLM2: ~23 KB a token.
+    llm_state_cache_mb: int = 256
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
     openai_api_key: str | None = None
@@ -70,6 +73,8 @@ class EngineSettings:
         if self.llm_model not in LOCAL_LLM_MODELS:
             raise SettingsError("llm_model: expected 'smollm2-135m' or 'qwen2.5-1.5b'")
         _positive(self, "asr_threads", "llm_threads")
+        if self.llm_state_cache_mb < 0:
+            raise SettingsError("llm_state_cache_mb: must be 0 (off) or more")
 
 
 @dataclass(frozen=True)

@@ -341,6 +341,7 @@ ENV_KEYS = {
     "CALLBOT_ADVERTISE_URL": "cluster.advertise_url",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",
     "CALLBOT_LLM_ISOLATION": "engines.llm_isolation",
+    "CALLBOT_LLM_STATE_CACHE_MB": "engines.llm_state_cache_mb",
     "CALLBOT_LLM_BASE_URL": "engines.openai_base_url",
     "CALLBOT_LLM_MODEL": "engines.openai_model",
     "CALLBOT_LLM_API_KEY": "engines.openai_api_key",

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,3 +265,39 @@ async def test_process_and_thread_models_give_the_same_reply() -> None:
         finally:
             await model.close()
     assert replies[0] == replies[1] and replies[0], replies
+
+
+async def test_state_cache_brings_back_each_calls_history_without_logits() -> None:
+    """Two calls take turns: the second turn of the first call starts from its own saved
+    state (not the other call's prompt), and no saved state carries the logits (they made
+    each entry 100 MB and were never used)."""
+    from callbot.pipeline.llm.llama_local import LlamaCppModel
+
+    capacity = 64 << 20
+    model = LlamaCppModel(state_cache_bytes=capacity)
+    loads: list[int] = []
+    load_state = model._llama.load_state
+
+    def counting_load(state: Any) -> None:
+        loads.append(state.n_tokens)
+        load_state(state)
+
+    model._llama.load_state = counting_load  # type: ignore[method-assign]
+    try:
+        first: list[ChatMessage] = [*QUESTION]
+        first.append({"role": "assistant", "content": "".join(await collect(
+            model.stream_chat(first, max_tokens=16, temperature=0.0)))})
+        other: list[ChatMessage] = [{"role": "user", "content": "Name a colour."}]
+        assert "".join(await collect(model.stream_chat(other, max_tokens=8, temperature=0.0)))
+        assert loads == []  # nothing cached shares more with it than the last prompt did
+        first.append({"role": "user", "content": "And how many eyes?"})
+        reply = "".join(await collect(model.stream_chat(first, max_tokens=16,
+                                                        temperature=0.0)))
+        assert reply.strip()
+        assert len(loads) == 1 and loads[0] > 20, loads  # the first call's history came back
+        cache = model._llama.cache
+        assert cache is not None and 0 < cache.cache_size <= capacity
+        states = list(cache.cache_state.values())
+        assert len(states) == 3 and all(state.scores.size == 0 for state in states)
+    finally:
+        await model.close()

@@ -8,12 +8,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context_fit import fit_messages
 from ..worker import ModelWorker
 from .base import ChatMessage, LLMError
 from .tools import Tool
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama, LlamaState
 
 _DONE = object()
 
@@ -29,6 +32,35 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def _lean_state_llama() -> type[Llama]:
+    """llama_cpp.Llama whose saved states leave out the logits.
+
+    Llama.save_state copies the logits of every evaluated token (up to 512 x the vocabulary:
+    100 MB for SmolLM2, 311 MB for Qwen2.5) into each cached state, and the state cache's
+    capacity counts only the KV part, so memory grew far past it, and each save cost ~100 ms
+    of copying. They are never needed: generate() evaluates at least the prompt's last token
+    again, which writes the logits it samples from.
+    """
+    from llama_cpp import Llama
+
+    class LeanStateLlama(Llama):
+        def save_state(self) -> LlamaState:
+            scores, self.scores = self.scores, self.scores[:0]
+            try:
+                return super().save_state()
+            finally:
+                self.scores = scores
+
+        def load_state(self, state: LlamaState) -> None:
+            scores, self.scores = self.scores, self.scores[:0]
+            try:
+                super().load_state(state)
+            finally:
+                self.scores = scores
+
+    return LeanStateLlama
+
+
 class LlamaCppModel:
     """One llama.cpp context shared by all calls; generations run one at a time on a worker
     thread (llama.cpp releases the GIL while it computes)."""
@@ -42,17 +74,18 @@ class LlamaCppModel:
         worker: ModelWorker | None = None,
         state_cache_bytes: int = 0,
     ) -> None:
-        from llama_cpp import Llama
         from llama_cpp.llama_cache import LlamaRAMCache
 
         path = model_path or smollm2_gguf_path()
         self.name = path.stem
         self.supports_tools = False  # the embedded chat template has no function calling
         started = time.perf_counter()
-        self._llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        self._llama = _lean_state_llama()(model_path=str(path), n_ctx=n_ctx,
+                                          n_threads=n_threads, verbose=False)
         if state_cache_bytes:
             # llama.cpp reuses the longest common prefix with the last prompt by itself; the
-            # state cache also keeps earlier prompts' states (other calls' histories).
+            # state cache also keeps earlier prompts' states (other calls' histories), so
+            # with several calls a turn does not re-evaluate its call's whole history.
             self._llama.set_cache(LlamaRAMCache(capacity_bytes=state_cache_bytes))
         self.load_s = time.perf_counter() - started
         self._worker = worker or ModelWorker("llm-llama")
