@@ -95,7 +95,8 @@ class VoiceSession:
         self._partial_at_ms = 0
         self._partials_skipped = 0  # in the current segment, reported in `metrics`
         self._held_at: int | None = None  # segmenter frame at which the bot's voice was held
-        self.false_holds = 0  # holds that came to nothing (the bot went on after a pause)
+        self.onset_pauses = 0  # times the bot's voice paused at a voice onset
+        self.onset_pauses_resumed = 0  # ... and went on: no speech followed (a false alarm)
         self._closed = False
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
@@ -260,6 +261,7 @@ class VoiceSession:
             return
         self._output.hold()
         self._held_at = self._segmenter.frames_seen
+        self.onset_pauses += 1
 
     def _maybe_resume(self) -> None:
         """No speech followed the onset in time: the bot goes on from where it paused."""
@@ -267,7 +269,7 @@ class VoiceSession:
         waited_ms = (self._segmenter.frames_seen - self._held_at) * FRAME_MS
         if waited_ms >= self.settings.interruption.resume_after_ms:
             self._release_hold()
-            self.false_holds += 1
+            self.onset_pauses_resumed += 1
             log.debug("voice onset without speech: the bot goes on after %d ms", waited_ms)
 
     def _release_hold(self) -> None:

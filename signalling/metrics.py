@@ -30,6 +30,13 @@ class CallMetrics:
             "callbot_frames_late", "Outgoing audio frames sent late", registry=r
         )
         self.frames_out = Counter("callbot_frames_sent", "Outgoing audio frames", registry=r)
+        self.onset_pauses = Counter(
+            "callbot_onset_pauses", "Times the bot's voice paused at a caller's voice onset",
+            registry=r)
+        self.onset_pauses_resumed = Counter(
+            "callbot_onset_pauses_resumed",
+            "Onset pauses after which the bot went on (no speech followed: a false alarm)",
+            registry=r)
 
     def call_started(self) -> None:
         self.setups.inc()
@@ -37,10 +44,13 @@ class CallMetrics:
     def call_rejected(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
 
-    def call_ended(self, reason: str, frames_sent: int, frames_late: int) -> None:
+    def call_ended(self, reason: str, frames_sent: int, frames_late: int,
+                   onset_pauses: int = 0, onset_pauses_resumed: int = 0) -> None:
         self.ended.labels(reason).inc()
         self.frames_out.inc(frames_sent)
         self.frames_late.inc(frames_late)
+        self.onset_pauses.inc(onset_pauses)
+        self.onset_pauses_resumed.inc(onset_pauses_resumed)
 
     def turn(self, fields: dict[str, Any]) -> None:
         for key in ("asr_ms", "llm_first_token_ms", "tts_first_ms", "end_of_turn_ms",

@@ -140,7 +140,8 @@ class AppState:
         if self.memory is not None:
             self.memory.call_ended(call)
         self.metrics.call_ended(
-            call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late
+            call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late,
+            call.session.onset_pauses, call.session.onset_pauses_resumed,
         )
 
 

@@ -186,6 +186,12 @@ async def test_barge_in_stops_the_bot_quickly(
     # ... and it stayed quiet while the caller was still talking.
     again = caller.heard.first_voice_after(t_stop)
     assert again is None or again >= t_speech_end, again - t_speech
+    # The voice paused at the onset of the caller's speech; counted when the call ends.
+    await caller.hangup()
+    await wait_call_gone(call_server, caller.call_id, timeout=10)
+    paused = next(float(line.split()[-1]) for line in (await metrics_text(call_server))
+                  .splitlines() if line.startswith("callbot_onset_pauses_total "))
+    assert paused >= 1
 
 
 async def test_typed_turn_cancel_and_bad_messages(

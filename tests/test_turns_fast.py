@@ -53,6 +53,15 @@ async def feed(session: VoiceSession, frames: list[np.ndarray]) -> None:
         await asyncio.sleep(max(0.0, started + (i + 1) * 0.02 - time.monotonic()))
 
 
+async def talking(finals: list[str], reply: str, settings: TurnSettings | None = None
+                  ) -> tuple[VoiceSession, EventRecorder, MemoryOutput]:
+    """A session whose bot has just started saying `reply` to the first of `finals`."""
+    session, rec, output, _ = make(finals, reply=reply, realtime=True, settings=settings)
+    await feed(session, voice_frames(600) + silence_frames(400))
+    await rec.wait_for("response.audio.started", 2)
+    return session, rec, output
+
+
 async def test_speculative_reply_is_held_until_the_turn_is_confirmed() -> None:
     session, rec, output, _ = make([QUESTION])
     try:
@@ -108,10 +117,8 @@ async def test_greeting_then_question_is_one_turn_even_after_the_bot_started() -
 
 async def test_barge_in_stops_the_bot_and_keeps_what_was_heard() -> None:
     reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
-    session, rec, output, _ = make([QUESTION, "Stop."], reply=reply, realtime=True)
+    session, rec, output = await talking([QUESTION, "Stop."], reply)
     try:
-        await feed(session, voice_frames(600) + silence_frames(400))
-        await rec.wait_for("response.audio.started", 2)
         await feed(session, silence_frames(400))  # ~0.4 s of the reply is heard
         await feed(session, voice_frames(200))
         interrupted = await rec.wait_for("response.interrupted", 1)
@@ -309,10 +316,8 @@ async def test_long_call_history_moves_in_steps_so_the_prompt_prefix_is_reused()
 
 async def test_a_voice_onset_pauses_the_bot_at_once_and_speech_then_stops_it() -> None:
     reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
-    session, rec, output, _ = make([QUESTION, "Stop."], reply=reply, realtime=True)
+    session, rec, output = await talking([QUESTION, "Stop."], reply)
     try:
-        await feed(session, voice_frames(600) + silence_frames(400))
-        await rec.wait_for("response.audio.started", 2)
         await feed(session, silence_frames(200))
         await feed(session, voice_frames(40))  # 40 ms of voice: not yet a segment
         assert output.held and output.holds == 1
@@ -321,17 +326,15 @@ async def test_a_voice_onset_pauses_the_bot_at_once_and_speech_then_stops_it() -
         interrupted = await rec.wait_for("response.interrupted", 1)
         assert interrupted["reason"] == "barge_in"
         assert not output.held and output.clears[-1] > 0.5
-        assert session.false_holds == 0
+        assert session.onset_pauses == 1 and session.onset_pauses_resumed == 0
     finally:
         await session.close()
 
 
 async def test_an_onset_that_comes_to_nothing_lets_the_bot_go_on_where_it_paused() -> None:
     reply = "Spiders have eight legs and many eyes."
-    session, rec, output, _ = make([QUESTION], reply=reply, realtime=True)
+    session, rec, output = await talking([QUESTION], reply)
     try:
-        await feed(session, voice_frames(600) + silence_frames(400))
-        await rec.wait_for("response.audio.started", 2)
         await feed(session, silence_frames(100))
         await feed(session, voice_frames(60))  # a knock: 60 ms, then quiet
         assert output.held
@@ -339,7 +342,7 @@ async def test_an_onset_that_comes_to_nothing_lets_the_bot_go_on_where_it_paused
         await feed(session, silence_frames(200))
         assert output.held and abs(output.pending_seconds() - left) < 0.01  # paused, kept
         await feed(session, silence_frames(160))
-        assert not output.held and session.false_holds == 1  # resumed after 300 ms
+        assert not output.held and session.onset_pauses_resumed == 1  # resumed after 300 ms
         metrics = await rec.wait_for("metrics", 5)
         assert metrics["turn_id"] == 1
         assert "response.interrupted" not in rec.names() and not output.clears
@@ -350,11 +353,9 @@ async def test_an_onset_that_comes_to_nothing_lets_the_bot_go_on_where_it_paused
 
 async def test_pausing_on_onsets_can_be_turned_off() -> None:
     settings = TurnSettings(interruption=InterruptionSettings(pause_on_onset=False))
-    session, rec, output, _ = make([QUESTION, "Stop."], realtime=True, settings=settings,
-                                   reply="Spiders have eight legs and many eyes.")
+    session, rec, output = await talking([QUESTION, "Stop."],
+                                         "Spiders have eight legs and many eyes.", settings)
     try:
-        await feed(session, voice_frames(600) + silence_frames(400))
-        await rec.wait_for("response.audio.started", 2)
         await feed(session, voice_frames(60))
         assert output.holds == 0
         await feed(session, voice_frames(200))
