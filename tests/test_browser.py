@@ -148,7 +148,13 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
         # it, so getStats' totalAudioEnergy stays 0; the page's played-level meter moved).
         await page.wait_for_function("window.callbot.audio && window.callbot.audio.botPeak > 30",
                                      timeout=20_000)
-        audio = await page.evaluate(_INBOUND_AUDIO)
+        # Bytes of voice, not only of the silence before it: the first audible frames can
+        # come after as little as ~1.5 kB of silent Opus (replies got faster), so wait a bit.
+        for _ in range(50):  # 10 s at most
+            audio = await page.evaluate(_INBOUND_AUDIO)
+            if audio is None or audio["bytes"] > 2000:
+                break
+            await asyncio.sleep(0.2)
         assert audio is not None and audio["samples"] > 0 and audio["bytes"] > 2000, audio
 
         # The page shows it: the final transcript, the bot's reply, then the turn's latencies.

@@ -176,6 +176,12 @@ async def test_barge_in_silences_the_bot_in_the_page(server: str, tmp_path: Path
         print(f"barge-in: {stop}")
         assert stop["playedSilentMs"] <= 30, stop
         assert stop["fromSpeechMs"] is not None and stop["fromSpeechMs"] < 3000, stop
+        # The page's own figure for the caller: speech start to the bot no longer heard
+        # (the server pauses its voice at the onset; bench/browser_bargein.py measures it).
+        await page.wait_for_function("window.callbot.bargeIns.length > 0", timeout=5_000)
+        heard = await page.evaluate("window.callbot.bargeIns[0].heardStopMs")
+        print(f"barge-in heard stop: {heard} ms")
+        assert 0 < heard < 3000, heard
         state = await page.evaluate("[window.callbot.state, window.callbot.audio.gateClosed, "
                                     "window.callbot.events.map(e => e.type + '@' + e.t_ms)]")
         assert state[0] != "speaking", state

@@ -22,7 +22,8 @@
 //   callbot.videoSlot         the element a video UI may render into (unhide it)
 //   callbot.pc, .channel, .callId, .events, .state ("speaking" = audible), .serverState,
 //   callbot.latencies (per turn), callbot.stops (per Stop/barge-in, in ms: playedSilentMs,
-//   receivedSilentMs, fromSpeechMs)
+//   receivedSilentMs, fromSpeechMs), callbot.bargeIns (heardStopMs: the caller's speech over
+//   the bot to its voice no longer heard)
 // The same moments are also dispatched as window events `callbot:health`, `callbot:track`,
 // `callbot:callended`.
 "use strict";
@@ -109,6 +110,7 @@
     textOnly: false, // a call without a microphone (receive-only audio + typed messages)
     latencies: [], // {turnId, ms, from: "speech" | "text"} per answered turn
     stops: [], // {reason, playedSilentMs, receivedSilentMs} per Stop / barge-in
+    bargeIns: [], // {heardStopMs}: caller's speech over the bot -> the bot no longer heard
     health: null,
     whenHealth: null,
     hooks: { health: [], beforeOffer: [], track: [], callEnded: [] },
@@ -517,6 +519,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       speechStart: 0,
       lastVoiced: -1,
       lastSpeechEnd: null,
+      bargeWatch: null, // {start, silentFrom}: the caller started talking over the bot
       meterAt: 0,
       botPeak: 0,
     };
@@ -599,6 +602,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       if (!a.speaking && a.loudRun >= SPEECH_START_BLOCKS) {
         a.speaking = true;
         a.speechStart = a.runStart;
+        if (a.audible) a.bargeWatch = { start: a.runStart, silentFrom: null };
       }
     } else {
       a.loudRun = 0;
@@ -621,6 +625,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       a.lastPlayed = end;
       if (a.armed) takeOnset(a);
     }
+    if (a.bargeWatch) watchBargeIn(a, m, end, playedDb > PLAYED_DB && !stale);
     a.audible = a.lastPlayed >= 0 && end - a.lastPlayed <= AUDIBLE_HOLD_S;
     a.botPeak = Math.max(a.botPeak, toPct(playedDb));
     // Stop / barge-in: record how soon it went quiet, and reopen the gate once the rest of
@@ -645,6 +650,22 @@ registerProcessor("callbot-level-tap", LevelTap);
       setMeter(ui.botLevel, ui.botMeter, a.audible ? toPct(playedDb) : 0);
     }
     renderState();
+  }
+
+  // A barge-in as the caller hears it: from the start of their speech over the bot to the
+  // start of 200 ms of silence in what is played (the server paused or stopped the voice, or
+  // the page's gate shut, whichever came first).
+  function watchBargeIn(a, m, end, heard) {
+    const w = a.bargeWatch;
+    if (heard) w.silentFrom = null;
+    else if (w.silentFrom === null) w.silentFrom = m.t;
+    if (w.silentFrom !== null && end - w.silentFrom >= 0.2) {
+      callbot.bargeIns.push({
+        heardStopMs: Math.max(0, Math.round((w.silentFrom - w.start) * 1000)) });
+      a.bargeWatch = null;
+    } else if (end - w.start > 5) {
+      a.bargeWatch = null; // the bot talked on over the caller: not a barge-in
+    }
   }
 
   // waitAck: a Stop the server has not confirmed yet; the gate stays shut until it does
