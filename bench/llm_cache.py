@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from callbot.pipeline.llm.base import ChatMessage
-from callbot.pipeline.llm.llama_local import _lean_state_llama, smollm2_gguf_path
+from callbot.pipeline.llm.llama_local import lean_state_llama, smollm2_gguf_path
 from callbot.pipeline.settings import DEFAULT_SYSTEM_PROMPT
 
 from .common import save, table
@@ -32,7 +32,7 @@ def conversations(cache_mb: int, lean: bool, calls: int, turns: int) -> dict[str
     from llama_cpp import Llama
     from llama_cpp.llama_cache import LlamaRAMCache
 
-    engine = _lean_state_llama() if lean else Llama
+    engine = lean_state_llama() if lean else Llama
     llm = engine(model_path=str(smollm2_gguf_path()), n_ctx=2048, n_threads=2, verbose=False)
     if cache_mb:
         llm.set_cache(LlamaRAMCache(capacity_bytes=cache_mb << 20))

@@ -42,7 +42,8 @@ class EngineSettings:
     llm_isolation: str = "process"
     llm_model: str = "smollm2-135m"  # embedded model: or "qwen2.5-1.5b" (extra 'quality')
     # States of earlier prompts the embedded LLM keeps (each call's history so far), so with
-    # several calls a turn evaluates only its new tokens. 0 = off. SmolLM2: ~23 KB a token.
+    # several calls a turn evaluates only its new tokens. 0 = off (the quality model keeps at
+    # least 768 MB whatever this says: its prompts are slow to evaluate). SmolLM2: ~23 KB a token.
     llm_state_cache_mb: int = 256
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"

@@ -32,7 +32,7 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def _lean_state_llama() -> type[Llama]:
+def lean_state_llama() -> type[Llama]:
     """llama_cpp.Llama whose saved states leave out the logits.
 
     Llama.save_state copies the logits of every evaluated token (up to 512 x the vocabulary:
@@ -80,7 +80,7 @@ class LlamaCppModel:
         self.name = path.stem
         self.supports_tools = False  # the embedded chat template has no function calling
         started = time.perf_counter()
-        self._llama = _lean_state_llama()(model_path=str(path), n_ctx=n_ctx,
+        self._llama = lean_state_llama()(model_path=str(path), n_ctx=n_ctx,
                                           n_threads=n_threads, verbose=False)
         if state_cache_bytes:
             # llama.cpp reuses the longest common prefix with the last prompt by itself; the
