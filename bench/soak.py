@@ -42,7 +42,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://{LOOPBACK}:{port}"
-    from callbot.signalling.state import STATE
+    from callbot.signalling.server.state import STATE
 
     def registry_len() -> int:
         return len(app[STATE].registry)

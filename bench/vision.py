@@ -121,7 +121,7 @@ def worst_case_tracks(n: int, seconds: float, fps: float, change: bool = True
     from aiortc.codecs.vpx import Vp8Encoder
 
     from callbot.rtc.bot_video import BotVideoTrack
-    from callbot.signalling.sight import show_event
+    from callbot.signalling.calls.sight import show_event
 
     async def one(track: BotVideoTrack, encoder: Vp8Encoder, stop: float) -> int:
         i = 0

@@ -33,11 +33,11 @@ _EXPORTS = {
     "Engines": "callbot.pipeline.engines",
     "TurnSettings": "callbot.pipeline.settings",
     "ConfigError": "callbot.signalling.config",
-    "CallHooks": "callbot.signalling.hooks",
-    "CallHandle": "callbot.signalling.handle",
-    "CallOptions": "callbot.signalling.call",
+    "CallHooks": "callbot.signalling.calls.hooks",
+    "CallHandle": "callbot.signalling.calls.handle",
+    "CallOptions": "callbot.signalling.calls.call",
     "ApiError": "callbot.signalling.errors",
-    "mint_call_token": "callbot.signalling.auth",
+    "mint_call_token": "callbot.signalling.server.auth",
     "IceServer": "callbot.rtc.ice",
     "Tool": "callbot.pipeline.llm.tools",
     "events": "callbot.pipeline.events",
@@ -63,8 +63,9 @@ if TYPE_CHECKING:
     from callbot.rtc.ice import IceServer as IceServer
     from callbot.signalling.app import create_app as create_app
     from callbot.signalling.app import mount as mount
-    from callbot.signalling.auth import mint_call_token as mint_call_token
-    from callbot.signalling.call import CallOptions as CallOptions
+    from callbot.signalling.calls.call import CallOptions as CallOptions
+    from callbot.signalling.calls.handle import CallHandle as CallHandle
+    from callbot.signalling.calls.hooks import CallHooks as CallHooks
     from callbot.signalling.config import AuthSettings as AuthSettings
     from callbot.signalling.config import CallbotConfig as CallbotConfig
     from callbot.signalling.config import ConfigError as ConfigError
@@ -72,8 +73,7 @@ if TYPE_CHECKING:
     from callbot.signalling.config import Limits as Limits
     from callbot.signalling.config import MemorySettings as MemorySettings
     from callbot.signalling.errors import ApiError as ApiError
-    from callbot.signalling.handle import CallHandle as CallHandle
-    from callbot.signalling.hooks import CallHooks as CallHooks
+    from callbot.signalling.server.auth import mint_call_token as mint_call_token
 
 
 def __getattr__(name: str) -> Any:

@@ -80,6 +80,7 @@ class VoiceSession:
                                            endpointing.neural_vad, endpointing.segmenter)
         prompt = system_prompt or self.settings.reply.system_prompt
         self.history: list[ChatMessage] = [{"role": "system", "content": prompt}]
+        self.prompt_suffix = ""  # kept after a client's new instructions (set_system_prompt)
         self._context: list[str] = []  # notes from the app (add_context), for every reply
         self.context_sources = list(context_sources)  # knowledge, vision, memory...
         # Safety: each guard checks the caller's turn before the LLM and every bot sentence
@@ -211,8 +212,9 @@ class VoiceSession:
     # ---- live changes (a protocol's session update) -----------------------------------------
 
     def set_system_prompt(self, prompt: str) -> None:
-        """New instructions: the next reply follows them (one being generated keeps its own)."""
-        self.history[0] = {"role": "system", "content": prompt}
+        """New instructions: the next reply follows them (one being generated keeps its own).
+        The server's own part (`prompt_suffix`: how to use the knowledge base) stays."""
+        self.history[0] = {"role": "system", "content": prompt + self.prompt_suffix}
 
     def set_voice(self, voice: str | None) -> None:
         self._voice = voice
@@ -591,22 +593,18 @@ class VoiceSession:
         return start
 
     async def _speak(self, turn: Turn, text: str) -> None:
-        if not self.speak_replies:
+        checked = bool(self.guards) and not turn.trusted
+        if not self.speak_replies:  # text only: each sentence is still checked before shown
+            if checked:
+                self._show_if_passed(turn, text, await self._check_bot(text))
             return
         turn.mark("tts_start")
         started = time.perf_counter()
         synthesis = self._engines.tts.synthesize(text, voice=self._voice)
-        if self.guards and not turn.trusted:  # checked while synthesized: no added wait
+        if checked:  # checked while synthesized: no added wait
             audio, decision = await asyncio.gather(synthesis, self._check_bot(text))
-            if decision is not None:  # never spoken, never shown, not in the history
-                log.warning("turn %s: bot sentence blocked (%s)", turn.id,
-                            ",".join(decision.categories))
-                self._turn_event(turn, ev.SafetyFlagged(
-                    source="bot", categories=decision.categories, action=decision.action))
+            if not self._show_if_passed(turn, text, decision):
                 return
-            separator = " " if needs_space(turn.reply_text, text) else ""
-            turn.reply_text += separator + text
-            self._turn_event(turn, ev.ResponseTextDelta(delta=separator + text, turn_id=turn.id))
         else:
             audio = await synthesis
         if "tts_first_ms" not in turn.timings:
@@ -617,6 +615,20 @@ class VoiceSession:
             self._play(turn, text, audio.pcm, audio.sample_rate)
         else:
             turn.held_audio.append((text, audio.pcm, audio.sample_rate))
+
+    def _show_if_passed(self, turn: Turn, text: str, decision: GuardDecision | None) -> bool:
+        """A checked bot sentence joins the reply's text, or is blocked: never spoken, never
+        shown, not in the history. True if it passed."""
+        if decision is not None:
+            log.warning("turn %s: bot sentence blocked (%s)", turn.id,
+                        ",".join(decision.categories))
+            self._turn_event(turn, ev.SafetyFlagged(
+                source="bot", categories=decision.categories, action=decision.action))
+            return False
+        separator = " " if needs_space(turn.reply_text, text) else ""
+        turn.reply_text += separator + text
+        self._turn_event(turn, ev.ResponseTextDelta(delta=separator + text, turn_id=turn.id))
+        return True
 
     def _play(self, turn: Turn, text: str, pcm: np.ndarray, rate: int) -> None:
         if self._active is not turn:

@@ -22,17 +22,17 @@ from callbot.pipeline.vision import VisionEngine, VisionSettings, load_vision
 from callbot.rtc import audio_level
 from callbot.rtc.errors import MediaSettingsConflict
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
-
-from .augmentation import knowledge_prompt
-from .config import CallbotConfig, ConfigError
-from .errors import json_errors
-from .hooks import CallHooks
-from .memory_routes import MemoryService, memory_routes
-from .openapi import openapi
-from .realtime import setup as setup_realtime
-from .routes import routes
-from .shared import SharedStore
-from .state import STATE, AppState
+from callbot.signalling.calls.assembly import knowledge_prompt
+from callbot.signalling.calls.hooks import CallHooks
+from callbot.signalling.calls.memory import MemoryService
+from callbot.signalling.cluster.shared import SharedStore
+from callbot.signalling.config import CallbotConfig, ConfigError
+from callbot.signalling.errors import json_errors
+from callbot.signalling.protocols.openai_realtime import setup as setup_realtime
+from callbot.signalling.server.memory_routes import memory_routes
+from callbot.signalling.server.openapi import openapi
+from callbot.signalling.server.routes import routes
+from callbot.signalling.server.state import STATE, AppState
 
 if TYPE_CHECKING:
     from callbot.pipeline.knowledge import KnowledgeBase
@@ -100,7 +100,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     """A complete callbot app: call API, demo page, metrics.
 
     Models load on start-up (in a thread) unless `engines` is given. `hooks` (see
-    signalling/hooks.py) lets an embedding app follow calls, choose per-call options and
+    signalling/calls/hooks.py) lets an embedding app follow calls, choose per-call options and
     offer tools to the LLM.
     """
     config = config or CallbotConfig()
@@ -170,7 +170,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
 
 
 def _redis_store(state: AppState) -> SharedStore:
-    from .cluster import RedisStore
+    from callbot.signalling.cluster.redis_store import RedisStore
 
     settings = state.config.cluster
     if not settings.advertise_url or not settings.redis_url:

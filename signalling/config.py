@@ -18,8 +18,7 @@ from callbot.pipeline.safety.settings import SafetySettings
 from callbot.pipeline.settings import EngineSettings, TurnSettings
 from callbot.pipeline.vision.base import VisionSettings
 from callbot.rtc.ice import IceServer
-
-from .errors import SignallingError
+from callbot.signalling.errors import SignallingError
 
 
 class ConfigError(SignallingError, ValueError):
@@ -29,7 +28,7 @@ class ConfigError(SignallingError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_calls: int = 8  # concurrent calls; more get 503
-    # Load shedding (signalling/overload.py): while, in the last 5 s, a turn waited longer
+    # Load shedding (signalling/server/overload.py): while, in the last 5 s, a turn waited longer
     # than this for a model, or the event loop ran this late, new calls get 503 `overloaded`.
     overload_queue_ms: float = 1000.0
     overload_loop_lag_ms: float = 300.0
@@ -45,7 +44,7 @@ class Limits:
     max_calls_per_client: int = 4  # concurrent calls of one client (token subject or IP)
     call_rate_per_minute: float = 30.0  # call set-ups per client per minute (token bucket)
     drain_s: float = 10.0  # on shutdown: how long active calls may go on before being closed
-    # Slow clients (see signalling/slowclients.py): headers and body must arrive in time.
+    # Slow clients (see signalling/server/slowclients.py): headers and body must arrive in time.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
     max_pending_connections: int = 64  # connections without a finished request, beyond: closed
@@ -69,7 +68,7 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class AuthSettings:
-    """Who may start calls (see signalling/auth.py)."""
+    """Who may start calls (see signalling/server/auth.py)."""
 
     # "auto": open only for a local request (loopback peer, no proxy header, loopback Host
     # and Origin) while no credential is configured, else a token; "none": open on purpose;
@@ -96,7 +95,7 @@ class AuthSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ClusterSettings:
-    """Shared state of several workers/nodes in Redis (see signalling/cluster.py)."""
+    """Shared state of several workers/nodes in Redis (see signalling/cluster/redis_store.py)."""
 
     redis_url: str | None = None  # e.g. redis://10.0.0.5:6379/0; None: this process alone
     advertise_url: str | None = None  # how other nodes reach this one, e.g. http://10.0.0.7:8080

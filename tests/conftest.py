@@ -38,7 +38,7 @@ def _no_load_shedding(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     would refuse calls that other tests need, depending on the machine. It stays on for the
     tests marked `overload`, which test it (tests/test_overload.py)."""
     if request.node.get_closest_marker("overload") is None:
-        from callbot.signalling.overload import OverloadMonitor
+        from callbot.signalling.server.overload import OverloadMonitor
 
         monkeypatch.setattr(OverloadMonitor, "reason", lambda self: None)
 

@@ -9,14 +9,14 @@ import aiohttp
 import pytest
 
 from callbot.loadtest.caller import CallFailed, SyntheticCaller
-from callbot.signalling.auth import (
+from callbot.signalling.config import AuthSettings, ConfigError, from_mapping
+from callbot.signalling.server.auth import (
     Authenticator,
     InvalidToken,
     MemoryNonceStore,
     mint_call_token,
     verify_call_token,
 )
-from callbot.signalling.config import AuthSettings, ConfigError, from_mapping
 from tests.conftest import TEST_CONFIG
 
 STATIC = "static-operator-token"

@@ -21,7 +21,7 @@ import pytest
 
 from callbot.pipeline.text import word_error_rate
 from callbot.signalling.app import create_app
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests import speech
 from tests.conftest import TEST_CONFIG
 

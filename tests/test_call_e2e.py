@@ -16,7 +16,7 @@ from callbot.loadtest.caller import SyntheticCaller, speech_end_offset, speech_s
 from callbot.pipeline.engines import Engines
 from callbot.signalling.app import create_app
 from callbot.signalling.config import CallbotConfig, Limits
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests import speech
 from tests.conftest import LOOPBACK, TEST_CONFIG, ServerFactory
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from callbot.pipeline import events as ev
-from callbot.signalling.openapi import SPEC
+from callbot.signalling.server.openapi import SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
 

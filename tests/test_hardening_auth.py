@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from callbot.loadtest.caller import SyntheticCaller
-from callbot.signalling.auth import mint_call_token
 from callbot.signalling.config import AuthSettings
+from callbot.signalling.server.auth import mint_call_token
 from tests.conftest import TEST_CONFIG
 
 BAD_OFFER = {"type": "offer", "sdp": "not an sdp"}  # passes auth, then fails validation: 400

@@ -12,7 +12,7 @@ from aiortc.rtcsctptransport import DataChunk
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.signalling.app import create_app
 from callbot.signalling.config import Limits
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests.conftest import TEST_CONFIG
 
 
@@ -70,13 +70,13 @@ async def test_a_peer_that_stops_reading_is_bounded_then_ended(start_server, eng
             for _ in range(50):  # each answered with an error event the peer never reads
                 caller.send({"type": "no.such", "pad": "x" * 200})
             await asyncio.sleep(0.05)
-            channel = call._channel
+            channel = call.transport._channel  # type: ignore[attr-defined]
             assert channel is not None
             peak = max(peak, channel.bufferedAmount)
             if call.closed.is_set():
                 break
         assert peak <= bound, peak
-        assert call.events_dropped > 0
+        assert call.transport.events_dropped > 0  # type: ignore[attr-defined]
         await asyncio.wait_for(call.closed.wait(), 10)
         assert call.close_reason == "send_buffer_full"
     finally:

@@ -14,7 +14,7 @@ from aiortc import RTCSessionDescription
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.rtc.offer_guard import CandidatePolicy, OfferRefused, guard_offer
 from callbot.signalling.app import create_app
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests.conftest import TEST_CONFIG
 
 
@@ -109,7 +109,7 @@ async def test_disallowed_candidates_get_no_checks(start_server, engines) -> Non
         call = app[STATE].registry.get(caller.call_id)
         assert call is not None
         remote = set()
-        for transceiver in call.pc.getTransceivers():
+        for transceiver in call.transport.pc.getTransceivers():
             connection = transceiver.receiver.transport.transport._connection
             remote |= {c.host for c in connection._remote_candidates}
             checked = {pair.remote_candidate.host for pair in connection._check_list}

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from callbot.signalling.app import create_app
 from callbot.signalling.config import Limits
-from callbot.signalling.slowclients import GuardedTCPSite
+from callbot.signalling.server.slowclients import GuardedTCPSite
 from tests.conftest import LOOPBACK, TEST_CONFIG
 
 LIMITS = Limits(max_calls_per_client=100, call_rate_per_minute=10_000, header_timeout_s=1,

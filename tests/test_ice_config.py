@@ -14,9 +14,9 @@ from callbot.loadtest.caller import CallFailed, SyntheticCaller
 from callbot.pipeline.engines import Engines
 from callbot.rtc.ice import IceServer, announce_public_ip
 from callbot.signalling.app import create_app
+from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.config import CallbotConfig, ConfigError, Limits, from_mapping
-from callbot.signalling.hooks import CallHooks
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 CONFIG = TEST_CONFIG.replace(
@@ -64,7 +64,7 @@ def test_ice_public_ip_config_is_validated() -> None:
 def _configured_urls(app: web.Application, call_id: str) -> list[tuple[str, ...]]:
     call = app[STATE].registry.get(call_id)
     assert call is not None
-    configuration = call.pc._RTCPeerConnection__configuration  # type: ignore[attr-defined]
+    configuration = call.transport.pc._RTCPeerConnection__configuration  # type: ignore[attr-defined]
     return [(*server.urls, server.username or "", server.credential or "")
             for server in configuration.iceServers]
 

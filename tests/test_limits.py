@@ -11,8 +11,8 @@ from aiohttp import web
 
 from callbot.loadtest.caller import CallFailed, SyntheticCaller
 from callbot.signalling.app import create_app
+from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.config import Limits
-from callbot.signalling.hooks import CallHooks
 from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 from tests.conftest import LOOPBACK, TEST_CONFIG
 

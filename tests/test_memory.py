@@ -16,9 +16,9 @@ from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.memory import CallerMemory, last_turns
 from callbot.signalling.app import create_app
-from callbot.signalling.auth import mint_call_token
 from callbot.signalling.config import AuthSettings, ConfigError, Limits, MemorySettings
-from callbot.signalling.state import STATE
+from callbot.signalling.server.auth import mint_call_token
+from callbot.signalling.server.state import STATE
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 ADMIN = "admin-token-for-tests"

@@ -12,9 +12,9 @@ import pytest
 
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.worker import PRIORITY_URGENT, ModelWorker
+from callbot.signalling.calls.registry import CallLimitReached, CallRegistry, Overloaded
 from callbot.signalling.config import CallbotConfig, Limits
-from callbot.signalling.overload import OverloadMonitor
-from callbot.signalling.registry import CallLimitReached, CallRegistry, Overloaded
+from callbot.signalling.server.overload import OverloadMonitor
 from tests.conftest import LOOPBACK, ServerFactory
 
 pytestmark = pytest.mark.overload  # conftest leaves load shedding on only for these tests

@@ -27,7 +27,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.text import word_error_rate
 from callbot.signalling.app import create_app
 from callbot.signalling.config import CallbotConfig
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.realtime_llm import SECRET_WORD, TOOL_CONFIG, tool_engines, tool_llm_url

@@ -26,9 +26,9 @@ from callbot.pipeline.llm.base import ChatMessage
 from callbot.pipeline.llm.tools import Tool
 from callbot.pipeline.session import VoiceSession
 from callbot.pipeline.settings import TurnSettings
-from callbot.signalling.realtime.audio import StreamingOutput, encode_pcm16
-from callbot.signalling.realtime.protocol import RealtimeProtocol
-from callbot.signalling.realtime.session_config import (
+from callbot.signalling.protocols.openai_realtime.audio import StreamingOutput, encode_pcm16
+from callbot.signalling.protocols.openai_realtime.protocol import RealtimeProtocol
+from callbot.signalling.protocols.openai_realtime.session_config import (
     RealtimeSessionConfig,
     default_turn_detection,
 )

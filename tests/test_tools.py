@@ -16,8 +16,8 @@ from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.llm.openai_compat import OpenAICompatibleModel
 from callbot.pipeline.llm.tools import Tool, ToolRegistry
 from callbot.signalling.app import create_app
-from callbot.signalling.call import CallOptions
-from callbot.signalling.hooks import CallHooks
+from callbot.signalling.calls.call import CallOptions
+from callbot.signalling.calls.hooks import CallHooks
 from tests.conftest import TEST_CONFIG
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}},

@@ -24,7 +24,7 @@ from callbot.pipeline.vision import VisionSettings
 from callbot.pipeline.vision.source import NO_VIDEO, NOTHING_USABLE
 from callbot.signalling.app import create_app
 from callbot.signalling.config import Limits
-from callbot.signalling.state import STATE
+from callbot.signalling.server.state import STATE
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak

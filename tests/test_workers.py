@@ -19,7 +19,7 @@ import pytest
 
 from callbot.loadtest.caller import CallFailed, SyntheticCaller
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
-from callbot.signalling.auth import mint_call_token
+from callbot.signalling.server.auth import mint_call_token
 from tests.cluster_helpers import LOOPBACK, ROOT, free_port, get_json
 from tests.test_cluster import NODE_LOST_BOUND_S, eventually
 

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .report import Progress, exit_code, format_summary
-from .run import run_loadtest
 from .scenario import LoadOptions, ScenarioError, load_scenario
 
 
@@ -63,6 +61,9 @@ def main(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"callbot loadtest: {exc}", file=sys.stderr)
         return 2
+    from .report import Progress, exit_code, format_summary  # the callers load only here
+    from .run import run_loadtest
+
     report = asyncio.run(run_loadtest(options, Progress(options.calls)))
     print(format_summary(report, options.max_p95_ms))
     if args.json:

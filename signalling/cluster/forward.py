@@ -14,7 +14,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from .errors import ApiError
+from callbot.signalling.errors import ApiError
 
 log = logging.getLogger(__name__)
 

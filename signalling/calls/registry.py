@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .call import Call
-from .errors import ApiError
+from callbot.signalling.calls.call import Call
+from callbot.signalling.errors import ApiError
 
 
 class CallLimitReached(Exception):

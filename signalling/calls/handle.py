@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from callbot.pipeline.events import Event
 
 if TYPE_CHECKING:
-    from .call import Call, CallOptions
+    from callbot.signalling.calls.call import Call, CallOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class CallHandle:
                  remote: str | None) -> None:
         self._call = call
         self.call_id = call.id
+        self.transport = call.transport.kind  # "webrtc" | "websocket" | "sip"
         self.client_id = client_id  # what the per-client limits count: token, subject or IP
         self.subject = subject  # the `sub` of a signed call token (the signed-in user)
         self.remote = remote  # the client's address

@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
-from ..pipeline.worker import ModelWorker, live_workers
+from callbot.pipeline.worker import ModelWorker, live_workers
 
 SAMPLE_S = 0.1
 WINDOW_S = 5.0

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from .ratelimit import ClientLimiter
+from callbot.signalling.ratelimit import ClientLimiter
 
 
 class ClusterUnavailable(Exception):

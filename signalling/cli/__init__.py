@@ -19,13 +19,12 @@ from callbot.pipeline.calllog import LOG_FORMAT, CallIdFilter
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.safety.pii import PiiRedactingFilter
 from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
-
-from . import kb_cli
-from .app import create_app
-from .config import CallbotConfig, ConfigError, with_overrides
-from .engine_server import serve_engines
-from .slowclients import GuardedTCPSite
-from .workers import private_advertise, supervise, worker_count
+from callbot.signalling.app import create_app
+from callbot.signalling.cli import kb as kb_cli
+from callbot.signalling.cluster.workers import private_advertise, supervise, worker_count
+from callbot.signalling.config import CallbotConfig, ConfigError, with_overrides
+from callbot.signalling.server.engine_server import serve_engines
+from callbot.signalling.server.slowclients import GuardedTCPSite
 
 
 def _serve_parser(sub: Any) -> None:

@@ -31,8 +31,7 @@ from callbot.pipeline.audio import PIPELINE_RATE
 from callbot.pipeline.engines import build_asr, build_tts
 from callbot.pipeline.settings import EngineSettings
 from callbot.pipeline.tts.base import SpeechSynthesizer
-
-from .errors import ApiError, json_errors
+from callbot.signalling.errors import ApiError, json_errors
 
 log = logging.getLogger(__name__)
 

@@ -30,15 +30,30 @@ from callbot.pipeline.audio import FRAME_MS
 from callbot.pipeline.llm.tools import Tool
 from callbot.pipeline.session import VoiceSession
 from callbot.pipeline.settings import TurnSettings
-
-from .audio import BadAudio, InputConverter, StreamingOutput, decode_pcm16, encode_pcm16
-from .session_config import RealtimeSessionConfig, SessionError, apply_update, turn_settings
+from callbot.signalling import safejson
+from callbot.signalling.calls.channel_limits import TokenBucket
+from callbot.signalling.config import Limits
+from callbot.signalling.protocols.openai_realtime.audio import (
+    BadAudio,
+    InputConverter,
+    StreamingOutput,
+    decode_pcm16,
+    encode_pcm16,
+)
+from callbot.signalling.protocols.openai_realtime.session_config import (
+    RealtimeSessionConfig,
+    SessionError,
+    apply_update,
+    turn_settings,
+)
 
 log = logging.getLogger(__name__)
 
 LABEL = "oai-events"
 CLIENT_TOOL_TIMEOUT_S = 60.0  # how long a reply waits for the client's function_call_output
 MAX_PTT_SECONDS = 60  # push-to-talk audio kept before a commit
+MAX_ITEMS = 1000  # conversation items kept (the oldest go first)
+MAX_EVENT_DEPTH = 16  # nesting of a client event (tools with nested parameter schemas)
 
 
 def new_id(prefix: str) -> str:
@@ -77,8 +92,16 @@ class RealtimeProtocol:
         max_message_bytes: int,
         max_prompt_chars: int,
         output: StreamingOutput | None = None,
+        instructions_allowed: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.session = session
+        # The client system-prompt policy (auth.client_system_prompt) holds for the whole
+        # session: `instructions` in session.update and system messages are refused without it.
+        self._instructions_allowed = instructions_allowed
+        self._limits = limits or Limits()
+        self._typed_turns = TokenBucket(self._limits.typed_turns_per_minute / 60,
+                                        self._limits.typed_turn_burst)
         self._send_raw = send
         self.config = config
         self._base = base_settings
@@ -155,6 +178,8 @@ class RealtimeProtocol:
     def _add_item(self, item: dict[str, Any], *, done: bool) -> None:
         previous = next(reversed(self._items), None) if self._items else None
         self._items[item["id"]] = item
+        while len(self._items) > MAX_ITEMS:  # memory stays bounded over a long session
+            self._items.pop(next(iter(self._items)))
         self._send("conversation.item.added", previous_item_id=previous, item=item)
         if done:
             self._send("conversation.item.done", previous_item_id=previous, item=item)
@@ -227,6 +252,10 @@ class RealtimeProtocol:
                     self._finish(answered, "completed")
             case ev.ResponseInterrupted(turn_id=turn_id, reason=reason, spoken_text=spoken):
                 self._interrupted(turn_id, reason, spoken)
+            case ev.SafetyFlagged(source=source, categories=categories, action=action):
+                # callbot's extension event: the Realtime protocol has no moderation event
+                self._send("safety.flagged", source=source, categories=list(categories),
+                           action=action)
             case ev.Error(code=code, message=message):
                 kind = "invalid_request_error" if code in ("bad_message", "unknown_type") \
                     else "server_error"
@@ -432,9 +461,9 @@ class RealtimeProtocol:
             return self._error("invalid_event", "events are JSON text of at most "
                                f"{self._max_bytes} bytes")
         try:
-            data = json.loads(message)
-        except (json.JSONDecodeError, RecursionError):
-            return self._error("invalid_json", "the event is not valid JSON")
+            data = safejson.loads(message, max_depth=MAX_EVENT_DEPTH)
+        except safejson.InvalidJson as exc:
+            return self._error("invalid_json", f"the event is not valid JSON ({exc})")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             return self._error("invalid_event", "an event needs a string 'type'")
         event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
@@ -465,6 +494,12 @@ class RealtimeProtocol:
         }
 
     def _session_update(self, data: dict[str, Any]) -> None:
+        session = data.get("session")
+        if (not self._instructions_allowed and isinstance(session, dict)
+                and session.get("instructions") is not None):
+            return self._error("prompt_not_allowed", "this server does not let clients set "
+                               "'instructions' (auth.client_system_prompt)",
+                               param="session.instructions")
         config = apply_update(self.config, data.get("session"), voices=self._voices,
                               base=self._base, max_prompt_chars=self._max_prompt)
         self._apply(config)
@@ -526,6 +561,11 @@ class RealtimeProtocol:
         text = " ".join(t for t in texts if isinstance(t, str)).strip()
         if role not in ("user", "system", "assistant") or not text:
             raise ValueError("a message needs a role (user, system, assistant) and text content")
+        if len(text) > self._limits.max_text_chars:
+            raise ValueError(f"a message's text is over {self._limits.max_text_chars} characters")
+        if role == "system" and not self._instructions_allowed:
+            return self._error("prompt_not_allowed", "this server does not let clients add "
+                               "system messages (auth.client_system_prompt)", param="item.role")
         content_type = "output_text" if role == "assistant" else "input_text"
         stored = {"id": item_id, "object": "realtime.item", "type": "message",
                   "status": "completed", "role": role,
@@ -589,6 +629,8 @@ class RealtimeProtocol:
                 if not waiter.done():
                     waiter.set_result(self._tool_outputs.pop(call_id))
             return
+        if (self._pending_texts or self._committed_audio) and not self._typed_turns.take():
+            return self._error("rate_limited", "too many responses requested; slow down")
         if self._pending_texts:
             text = "\n".join(t for _, t in self._pending_texts)
             self._pending_texts.clear()

@@ -14,23 +14,22 @@ from callbot.pipeline.safety.guard import TurnGuard
 from callbot.pipeline.safety.pii import redact_pii
 from callbot.pipeline.vision import VisionEngine
 from callbot.rtc.offer_guard import CandidatePolicy, local_ice_addresses
-
-from .auth import Authenticator, Principal
-from .call import Call
-from .config import CallbotConfig
-from .errors import ApiError
-from .handle import CallHandle
-from .hooks import CallHooks, HookRunner
-from .metrics import CallMetrics
-from .overload import OverloadMonitor
-from .ratelimit import ClientLimiter, RateLimited
-from .registry import CallRegistry
-from .shared import ClusterUnavailable, LocalStore, SharedStore
+from callbot.signalling.calls.assembly import CallServices
+from callbot.signalling.calls.call import Call
+from callbot.signalling.calls.handle import CallHandle
+from callbot.signalling.calls.hooks import CallHooks, HookRunner
+from callbot.signalling.calls.memory import MemoryService
+from callbot.signalling.calls.registry import CallRegistry
+from callbot.signalling.cluster.shared import ClusterUnavailable, LocalStore, SharedStore
+from callbot.signalling.config import CallbotConfig
+from callbot.signalling.errors import ApiError
+from callbot.signalling.ratelimit import ClientLimiter, RateLimited
+from callbot.signalling.server.auth import Authenticator, Principal
+from callbot.signalling.server.metrics import CallMetrics
+from callbot.signalling.server.overload import OverloadMonitor
 
 if TYPE_CHECKING:
     from callbot.pipeline.knowledge import KnowledgeBase
-
-    from .memory_routes import MemoryService
 
 
 @dataclass
@@ -72,6 +71,14 @@ class AppState:
             self.config.engines.tts_voice)
         self._owners: dict[str, str] = {}  # call id -> the identity that started it
 
+    def services(self) -> CallServices:
+        """What this app's calls are built from (`calls/assembly.py`)."""
+        return CallServices(
+            config=self.config, engines=self.engines, guard=self.guard, vision=self.vision,
+            knowledge=self.knowledge, memory=self.memory, languages=self.allowed_languages(),
+            language_voices=self.language_voices, on_event=self.on_call_event,
+            on_closed=self.on_call_closed)
+
     def refuse_if_unavailable(self) -> None:
         if not self.store.available:
             self.metrics.call_rejected("cluster_unavailable")
@@ -100,7 +107,8 @@ class AppState:
     async def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
         self._owners[call.id] = principal.owner
-        await self.store.call_started(call.id, principal.client_id, {"owner": principal.owner})
+        await self.store.call_started(call.id, principal.client_id, {
+            "owner": principal.owner, "transport": call.transport.kind})
         self.hook_runner.started(CallHandle(
             call, client_id=principal.client_id, subject=principal.subject,
             remote=principal.remote,
@@ -139,8 +147,10 @@ class AppState:
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
         if self.memory is not None:
             self.memory.call_ended(call)
+        output = call.output
         self.metrics.call_ended(
-            call.close_reason or "unknown", call.output.frames_sent, call.output.frames_late,
+            call.close_reason or "unknown", getattr(output, "frames_sent", 0),
+            getattr(output, "frames_late", 0),
             call.session.onset_pauses, call.session.onset_pauses_resumed,
         )
 

@@ -35,10 +35,9 @@ from aiohttp import web
 
 from callbot.pipeline.llm.tools import Tool
 from callbot.rtc.ice import IceServer
-
-from .call import CallOptions
-from .errors import ApiError
-from .handle import CallHandle
+from callbot.signalling.calls.call import CallOptions
+from callbot.signalling.calls.handle import CallHandle
+from callbot.signalling.errors import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ def db_path(args: argparse.Namespace) -> str:
     if os.environ.get("CALLBOT_KB_DB"):
         return os.environ["CALLBOT_KB_DB"]
     if args.config:
-        from .config import CallbotConfig
+        from callbot.signalling.config import CallbotConfig
 
         configured = CallbotConfig.load(args.config).knowledge.db
         if configured:
@@ -53,8 +53,7 @@ def db_path(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from callbot.pipeline.knowledge import FileResult, KnowledgeBase, KnowledgeError
-
-    from .config import ConfigError
+    from callbot.signalling.config import ConfigError
 
     try:
         path = db_path(args)

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callbot.pipeline.settings import TurnSettings
-
-from .audio import RATES
+from callbot.signalling.protocols.openai_realtime.audio import RATES
 
 # The reference API's stock voices; callbot answers with its own (default) voice for them.
 STOCK_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",

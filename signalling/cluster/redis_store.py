@@ -46,8 +46,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .ratelimit import ClientLimiter, RateLimited
-from .shared import ClusterUnavailable
+from callbot.signalling.cluster.shared import ClusterUnavailable
+from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 
 log = logging.getLogger(__name__)
 

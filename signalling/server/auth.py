@@ -26,8 +26,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .config import AuthSettings
-from .errors import ApiError, SignallingError
+from callbot.signalling.config import AuthSettings
+from callbot.signalling.errors import ApiError, SignallingError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Principal:
     authenticated: bool = False  # it showed a credential (not the open mode)
 
     nonce: tuple[str, float] | None = None  # a call token's (nonce, exp): the shared store
-    # (signalling/shared.py) claims it once across workers and nodes
+    # (signalling/cluster/shared.py) claims it once across workers and nodes
 
     def owns(self, owner: str) -> bool:
         return self.admin or (bool(self.owner) and hmac.compare_digest(self.owner, owner))

@@ -4,9 +4,9 @@ Each worker is a full callbot process (its own aiohttp app, its own models, its 
 that binds the public port with SO_REUSEPORT: the kernel spreads new connections over the
 workers. A call lives in the worker that answered its offer. What must agree across workers
 (call registry, per-client limits, rate buckets, single-use token nonces, metrics) lives in
-Redis (`signalling/cluster.py`): the same code as a multi-node cluster, each worker being a
-node. Without `--cluster`, the supervisor starts a private `redis-server` on a Unix socket in
-a temporary folder (no TCP port, no persistence) and stops it at the end.
+Redis (`signalling/cluster/redis_store.py`): the same code as a multi-node cluster, each
+worker being a node. Without `--cluster`, the supervisor starts a private `redis-server` on a
+Unix socket in a temporary folder (no TCP port, no persistence) and stops it at the end.
 
 Each worker also listens on a private port (loopback, or the `--advertise-url` host) and
 advertises it, so a full worker can hand an offer to a sibling. The supervisor restarts a

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .config import Limits
+from callbot.signalling.config import Limits
 
 log = logging.getLogger(__name__)
 
