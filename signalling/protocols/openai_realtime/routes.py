@@ -36,6 +36,7 @@ from callbot.signalling.protocols.openai_realtime.session_config import (
 )
 from callbot.signalling.protocols.openai_realtime.websocket import WebSocketTransport
 from callbot.signalling.server.admission import (
+    Admitted,
     Body,
     CallRequest,
     admit,
@@ -209,13 +210,19 @@ class RealtimeWebRtcEntrance:
 REALTIME_WEBRTC = RealtimeWebRtcEntrance()
 
 
+def _session_config(admitted: Admitted) -> RealtimeSessionConfig:
+    """The session the client asked for, with the instructions the app's hooks chose."""
+    config: RealtimeSessionConfig = admitted.request.detail
+    config.instructions = admitted.options.system_prompt or config.instructions
+    return config
+
+
 @routes.post("/v1/realtime/calls")
 async def create_call(request: web.Request) -> web.Response:
     state = request.app[STATE]
     admitted = await admit(request, state, REALTIME_WEBRTC)
     async with admitted:
-        config: RealtimeSessionConfig = admitted.request.detail
-        config.instructions = admitted.options.system_prompt or config.instructions
+        config = _session_config(admitted)
         transport = webrtc_transport(state, admitted.ice_servers)
         call = await assemble_call(
             state.services(), admitted.options, transport, token_subject=admitted.token_subject,
@@ -280,8 +287,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     admitted = await admit(request, state, REALTIME_WEBSOCKET)
     async with admitted:
-        config: RealtimeSessionConfig = admitted.request.detail
-        config.instructions = admitted.options.system_prompt or config.instructions
+        config = _session_config(admitted)
         ws = web.WebSocketResponse(protocols=("realtime",), max_msg_size=MAX_WS_MESSAGE_BYTES,
                                    heartbeat=20)
         await ws.prepare(request)
