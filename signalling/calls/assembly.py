@@ -86,9 +86,10 @@ async def assemble_call(services: CallServices, options: CallOptions,
     video: LatestVideoFrame | None = getattr(transport, "video", None)
     if services.vision is not None and video is not None:
         settings = config.vision
-        sources.append(VisionSource(
+        call.vision = VisionSource(
             services.vision, functools.partial(camera_frames, video),
-            timeout_s=settings.timeout_s, stale_s=settings.stale_s))
+            timeout_s=settings.timeout_s, stale_s=settings.stale_s)
+        sources.append(call.vision)
     call.session = VoiceSession(
         per_call,
         output=transport.output,

@@ -26,6 +26,7 @@ from callbot.pipeline.lang import CallLanguage
 from callbot.pipeline.llm.tools import Tool
 from callbot.pipeline.session import VoiceSession
 from callbot.pipeline.turn import AudioOutput
+from callbot.pipeline.vision import VisionSource
 from callbot.signalling import safejson
 from callbot.signalling.calls.channel_limits import TokenBucket
 from callbot.signalling.config import Limits
@@ -132,6 +133,7 @@ class Call:
         self._on_event = on_event
         self.session: VoiceSession  # set by the assembly, before the call starts
         self.protocol: EventProtocol | None = None  # None: callbot's own events
+        self.vision: VisionSource | None = None  # what the caller's camera adds (None: no sight)
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self.event_observers: list[Callable[[ev.Event], None]] = []  # the bot's video, ...
         self._messages_in = TokenBucket(limits.channel_messages_per_s, limits.channel_burst)
