@@ -29,7 +29,13 @@ GAP_S = 0.06  # a pause this long between received frames is a lost/late-frame g
 
 
 class CallFailed(RuntimeError):
-    pass
+    """The call did not start: `status` and `error` (the server's JSON error) when it refused."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 error: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error or {}
 
 
 class MicrophoneTrack(PacedAudioTrack):
@@ -160,7 +166,8 @@ class SyntheticCaller:
         ) as resp:
             answer = await resp.json()
             if resp.status != 201:
-                raise CallFailed(f"server answered {resp.status}: {answer}")
+                raise CallFailed(f"server answered {resp.status}: {answer}", status=resp.status,
+                                 error=answer.get("error") if isinstance(answer, dict) else None)
         self.call_id = answer["call_id"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         deadline = time.monotonic() + timeout
