@@ -50,8 +50,8 @@ def test_python_blocks_compile_and_import_what_they_name(where: str, text: str) 
 
 
 def test_python_one_liners_in_shell_commands_run() -> None:
-    """`python3 -c '…'` inside the README's commands (the llama.cpp server recipe)."""
-    snippets = re.findall(r"python3 -c '([^']+)'", (ROOT / "README.md").read_text())
+    """`python3 -c '…'` inside the docs' commands (the llama.cpp server recipe)."""
+    snippets = [s for doc in DOCS for s in re.findall(r"python3 -c '([^']+)'", doc.read_text())]
     assert snippets
     for snippet in snippets:
         done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
