@@ -57,3 +57,13 @@ def test_python_one_liners_in_shell_commands_run() -> None:
         done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
                               cwd=ROOT, timeout=60, check=False)
         assert done.returncode == 0, (snippet, done.stderr)
+
+
+def test_configuration_reference_is_generated_from_the_current_schema() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import config_reference
+    finally:
+        sys.path.pop(0)
+    assert (ROOT / "docs" / "config-reference.md").read_text() == config_reference.render(), \
+        "docs/config-reference.md is stale: python3 scripts/config_reference.py"
