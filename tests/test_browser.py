@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from callbot.pipeline.text import word_error_rate
 from callbot.signalling.app import create_app
 from callbot.signalling.server.state import STATE
 from tests import speech
@@ -133,16 +132,15 @@ async def test_spoken_question_gets_a_spoken_answer(server: str, question_wav: P
         await page.click("#call")
 
         await page.wait_for_function("window.callbot.pc?.connectionState === 'connected'")
-        await _wait_event(page, "transcript.final", timeout_s=30)
+        await _wait_event(page, "transcript.final", timeout_s=90)
         finals = await _events(page, "transcript.final")
         heard = finals[0]["text"].lower()
         # The browser's own audio processing (echo cancel, noise suppression, AGC) and Opus
         # sit in between: allow one misheard word out of seven ("legs" came back as "leks").
-        assert "spider" in heard, finals
-        assert word_error_rate(QUESTION, heard) <= 0.15, finals
+        speech.assert_heard(heard, QUESTION)
         assert await page.evaluate("window.callbot.micPeak") > 30, "the mic meter never moved"
 
-        await _wait_event(page, "response.audio.started", timeout_s=60)
+        await _wait_event(page, "response.audio.started", timeout_s=120)
         assert await _events(page, "response.text.delta")
         # Let some of the answer play: it reached the page and was played (Web Audio plays
         # it, so getStats' totalAudioEnergy stays 0; the page's played-level meter moved).
@@ -308,7 +306,7 @@ async def test_denied_microphone_gives_a_typed_call(server: str, question_wav: P
         await page.keyboard.type("Hello, what color is the sky?")
         await page.keyboard.press("Enter")
         await _wait_event(page, "transcript.final", timeout_s=20)
-        await _wait_event(page, "response.audio.started", timeout_s=60)
+        await _wait_event(page, "response.audio.started", timeout_s=120)
         await page.wait_for_function("window.callbot.state === 'speaking'", timeout=20_000)
         assert await page.locator("#log .entry-bot").count() == 1
         await page.wait_for_function("window.callbot.latencies.length === 1")

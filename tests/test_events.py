@@ -1,4 +1,5 @@
-"""One vocabulary: every event the server can emit is documented in the README table and the
+"""One vocabulary: every event the server can emit is documented in the protocol page's
+table (docs/protocol.md) and the
 JSON schema, and handled by the demo page; every emitted event is one of the defined types."""
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_rows() -> dict[str, set[str]]:
-    """`| `type` | `a, b` | ... |` rows of the README's event tables -> their field names."""
+    """`| `type` | `a, b` | ... |` rows of the protocol page's event tables -> field names."""
     rows: dict[str, set[str]] = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "protocol.md").read_text().splitlines():
         match = re.match(r"\|\s*`([a-z_.]+)`\s*\|\s*`?([a-z_, ]*)`?\s*\|", line)
         if match:
             fields = {f.strip() for f in match.group(2).split(",") if f.strip()}
@@ -35,7 +36,7 @@ def declared_fields(cls: type) -> set[str]:
                          ids=lambda c: c.type)
 def test_every_event_is_in_the_readme_with_its_fields(cls: type) -> None:
     rows = readme_rows()
-    assert cls.type in rows, f"README has no table row for {cls.type}"
+    assert cls.type in rows, f"docs/protocol.md has no table row for {cls.type}"
     assert rows[cls.type] == declared_fields(cls)
 
 

@@ -64,7 +64,7 @@ async def test_typed_and_spoken_questions_are_answered_from_the_documents(
         clip = speech.espeak("How much does a standard service cost?", 48_000).padded(0.5, 1.5)
         await caller.say(clip.pcm, clip.rate)
         heard = await caller.wait_event("transcript.final", timeout=120, after=mark)
-        assert "service" in heard["text"].lower()
+        speech.assert_heard(heard["text"], clip.text)
         spoken, metrics = await reply_of(caller, mark)
         assert metrics["retrieval_ms"] is not None and metrics["retrieval_ms"] > 0
         assert metrics["asr_ms"] is not None

@@ -100,7 +100,7 @@ def test_loadtest_cli_against_subprocess_server(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "callbot", "serve", "--port", str(port),
-         "--ice-host", "127.0.0.1", "--log-level", "WARNING"],
+         "--ice-host", "127.0.0.1", "--log-level", "WARNING", "--auth-token", "s3cret-load"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
@@ -110,7 +110,9 @@ def test_loadtest_cli_against_subprocess_server(tmp_path: Path) -> None:
         # nothing can meet: the exit code must say so.
         run = subprocess.run(
             [sys.executable, "-m", "callbot", "loadtest", "--url", url, "--calls", "2",
-             "--procs", "1", "--turns", "1", "--json", str(out), "--max-p95-ms", "1"],
+             "--procs", "1", "--turns", "1", "--json", str(out), "--max-p95-ms", "1",
+             # A token is configured: every offer must carry it (the upgrade table's advice).
+             "--header", "Authorization: Bearer s3cret-load"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
         )
         assert run.returncode == 1, run.stdout + run.stderr
@@ -125,3 +127,15 @@ def test_loadtest_cli_against_subprocess_server(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_header_flag_is_parsed_and_checked() -> None:
+    from callbot.loadtest.cli import parse_headers
+    from callbot.loadtest.scenario import ScenarioError
+
+    assert parse_headers(["Authorization: Bearer a:b", "X-Trace:1"]) == (
+        ("Authorization", "Bearer a:b"), ("X-Trace", "1"))
+    assert parse_headers(None) == ()
+    for bad in ("no-colon", ": empty name"):
+        with pytest.raises(ScenarioError):
+            parse_headers([bad])

@@ -70,7 +70,7 @@ async def test_chinese_and_german_speech_transcribed_in_their_language(
     assert "我想知道" in zh.text  # the start of the sentence is recognised exactly
     de = await router.transcribe(clip("de").pcm, language="de")
     print(f"de: {de.text!r}")
-    assert {"ich", "möchte", "gerne", "wissen"} <= words(de.text)
+    speech.assert_heard(de.text, SAMPLES["de"][0])
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -86,7 +86,7 @@ async def test_english_calls_stay_on_the_english_model(router: LanguageRouter,
                                                        engines: Engines) -> None:
     result = await router.transcribe(clip("en").pcm, language="en")
     assert result.language_probability is None  # tiny.en: nothing detected
-    assert {"weather", "today", "london"} <= words(result.text)
+    speech.assert_heard(result.text, SAMPLES["en"][0])
 
 
 async def test_a_call_keeps_its_detected_language_and_follows_a_clear_switch(
@@ -94,7 +94,8 @@ async def test_a_call_keeps_its_detected_language_and_follows_a_clear_switch(
     state = CallLanguage(allowed=LANGUAGES)
     asr = LanguageFollowingRecognizer(router, state)
     first = await asr.transcribe(clip("de").pcm)
-    assert state.current == "de" and {"ich", "wissen"} <= words(first.text)
+    assert state.current == "de"
+    speech.assert_heard(first.text, SAMPLES["de"][0])
     again = await asr.transcribe(clip("de").pcm)
     assert state.current == "de" and again.text == first.text  # kept (and not re-detected)
     switched = await asr.transcribe(clip("zh").pcm)
@@ -120,9 +121,9 @@ async def test_espeak_voices_speak_the_language(router: LanguageRouter, voice: s
     heard = await router.transcribe(pcm, language=language)
     print(f"\n{voice}: {text!r} -> {heard.text!r}")
     if language == "zh":
-        assert all(piece in heard.text for piece in expect), heard.text
-    else:
-        assert expect <= words(heard.text), heard.text
+        assert has_cjk(heard.text), heard.text
+    # Letters rather than one exact word: for Chinese the sentence is one "word".
+    speech.assert_heard(heard.text, text, min_ratio=0.5, min_words=0.5)
 
 
 # ---- end to end: real calls --------------------------------------------------------------------
@@ -184,7 +185,9 @@ async def test_chinese_call_hears_a_spoken_reply(
     final, reply, v2v = await spoken_turn(caller, "zh")
     print(f"\nzh call: heard {final['text']!r}, replied {reply!r}, voice-to-voice "
           f"{v2v * 1000:.0f} ms")
-    assert has_cjk(final["text"]) and "我想知道" in final["text"]
+    assert has_cjk(final["text"]), final
+    # Over Opus any one character may be misheard: most of the sentence must come through.
+    speech.assert_heard(final["text"], SAMPLES["zh"][0], min_ratio=0.5, min_words=0.0)
     assert reply.strip()
     await asyncio.sleep(0.5)
     assert len(caller.heard.audio_between(caller.heard.times[0], caller.heard.times[-1])
@@ -197,7 +200,7 @@ async def test_german_call_is_detected_and_answered(
     final, reply, v2v = await spoken_turn(caller, "de")
     print(f"\nde call: heard {final['text']!r}, replied {reply!r}, voice-to-voice "
           f"{v2v * 1000:.0f} ms")
-    assert {"ich", "wissen"} <= words(final["text"])
+    speech.assert_heard(final["text"], SAMPLES["de"][0])
     async with aiohttp.ClientSession() as http, http.get(
             f"{multilingual_server}/v1/calls") as resp:
         calls = (await resp.json())["calls"]

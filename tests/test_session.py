@@ -15,7 +15,6 @@ from callbot.pipeline.fakes import EventRecorder as Recorder
 from callbot.pipeline.fakes import MemoryOutput
 from callbot.pipeline.session import VoiceSession
 from callbot.pipeline.settings import ReplySettings, TurnSettings
-from callbot.pipeline.text import normalize_words, word_error_rate
 from tests import speech
 
 QUESTION = "How many legs does a spider have?"
@@ -62,7 +61,7 @@ async def test_spoken_question_is_answered(engines: Engines) -> None:
         metrics = await rec.wait_for("metrics")
         final = rec.all("transcript.final")
         assert len(final) == 1
-        assert word_error_rate(QUESTION, final[0]["text"]) <= 0.3, final[0]["text"]
+        speech.assert_heard(final[0]["text"], QUESTION)
         deltas = [f["delta"] for f in rec.all("response.text.delta")]
         assert len(deltas) >= 2 and "".join(deltas).strip()
         # Speculative work is held back until the turn is confirmed over, then released in
@@ -133,8 +132,7 @@ async def test_greeting_then_pause_then_question_is_one_turn(engines: Engines) -
         await rec.wait_for("metrics")
         finals = rec.all("transcript.final")
         assert len(finals) == 1, finals
-        words = normalize_words(finals[0]["text"])
-        assert words[0] in ("hello", "hi") and "spider" in words, words
+        speech.assert_heard(finals[0]["text"], "Hello there. " + QUESTION)
         assert "response.interrupted" not in rec.names()
         assert rec.names().count("response.audio.started") == 1
         assert rec.index("transcript.final") < rec.index("response.text.delta")

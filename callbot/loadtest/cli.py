@@ -31,6 +31,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ice-host", action="append", dest="ice_hosts", metavar="ADDRESS",
                    help="local address the callers offer as ICE candidate (default: 127.0.0.1 "
                         "for a loopback URL, otherwise every local address)")
+    p.add_argument("--header", action="append", dest="headers", metavar="'NAME: VALUE'",
+                   help="HTTP header sent with each offer and hang-up, e.g. "
+                        "'Authorization: Bearer TOKEN' (repeatable)")
+
+
+def parse_headers(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for value in values or ():
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip() or any(c in value for c in "\r\n"):
+            raise ScenarioError(f"--header {value!r}: expected 'Name: value'")
+        headers.append((name.strip(), content.strip()))
+    return tuple(headers)
 
 
 def options_from_args(args: argparse.Namespace) -> LoadOptions:
@@ -40,6 +53,7 @@ def options_from_args(args: argparse.Namespace) -> LoadOptions:
     scenario = load_scenario(args.scenario) if args.scenario else []
     return LoadOptions(url=args.url, calls=args.calls, procs=args.procs, ramp_s=args.ramp,
                        turns=args.turns, scenario=scenario, max_p95_ms=args.max_p95_ms,
+                       headers=parse_headers(getattr(args, "headers", None)),
                        ice_hosts=tuple(args.ice_hosts) if args.ice_hosts
                        else default_ice_hosts(args.url))
 

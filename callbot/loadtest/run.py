@@ -58,7 +58,8 @@ async def run_call(index: int, options: LoadOptions, plan: Sequence[Step],
     result: dict[str, Any] = {"call": index, "ok": False, "reason": None, "setup_ms": None,
                               "turns": [], "gaps": 0, "call_id": None}
     started = time.monotonic()
-    caller = SyntheticCaller(options.url, keep_audio=False)
+    caller = SyntheticCaller(options.url, keep_audio=False,
+                             headers=dict(options.headers) or None)
     clips: dict[str, tuple[np.ndarray, int]] = {}
 
     def clip(path: str) -> tuple[np.ndarray, int]:

@@ -50,6 +50,9 @@ class LoadOptions:
     ice_hosts: tuple[str, ...] | None = None
     echo: bool = False  # transport-only server: it echoes, it does not answer
     hangup_delay_s: float = 0.3
+    # HTTP headers sent with each call's offer and hang-up (e.g. Authorization): pairs, so
+    # the options pickle to the load processes unchanged.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 # ---- scenarios ----------------------------------------------------------------------------------

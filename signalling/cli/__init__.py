@@ -1,5 +1,5 @@
 """`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
-`callbot kb`."""
+`callbot kb`, `callbot doctor`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.safety.pii import PiiRedactingFilter
 from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 from callbot.signalling.app import create_app
+from callbot.signalling.cli import doctor as doctor_cli
 from callbot.signalling.cli import kb as kb_cli
 from callbot.signalling.cluster.workers import private_advertise, supervise, worker_count
 from callbot.signalling.config import CallbotConfig, ConfigError, with_overrides
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _engines_parser(sub)
     loadtest.add_parser(sub)
     kb_cli.add_parser(sub)
+    doctor_cli.add_parser(sub)
     return parser
 
 
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return loadtest.main(args)
     if args.command == "kb":
         return kb_cli.main(args)
+    if args.command == "doctor":
+        return doctor_cli.main(args)
     if args.command == "engines":
         _logging(args.log_level)
         settings = EngineSettings(asr_model=args.asr_model, asr_threads=args.asr_threads,
