@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -16,6 +17,11 @@ from callbot.signalling.config import AuthSettings, CallbotConfig, Limits
 from tests import speech
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly
+# Tests never read or write the user's ~/.callbot (the default knowledge base lives there):
+# a fresh, empty CALLBOT_HOME per test run, inherited by the `callbot` subprocesses too.
+os.environ["CALLBOT_HOME"] = tempfile.mkdtemp(prefix="callbot-home-")
+for _var in ("CALLBOT_KB", "CALLBOT_KB_DB"):
+    os.environ.pop(_var, None)
 
 LOOPBACK = "127.0.0.1"
 # Every test call comes from 127.0.0.1: one client, so lift the per-client limits. Auth stays
