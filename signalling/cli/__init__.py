@@ -52,7 +52,8 @@ def _serve_parser(sub: Any) -> None:
                    metavar="ORIGIN", help="browser Origin allowed to start calls (repeatable; "
                                           "env CALLBOT_ALLOWED_ORIGINS)")
     p.add_argument("--asr-model", choices=["tiny.en", "base", "auto"],
-                   help="auto: tiny.en for English calls, multilingual base for the others")
+                   help="auto (default): tiny.en for English calls, multilingual base for "
+                        "the others and for detection; tiny.en: English only")
     p.add_argument("--language", action="append", dest="languages", metavar="CODE",
                    help="a language calls may use or be detected in: en, zh, de, fr, es "
                         "(repeatable; env CALLBOT_LANGUAGES, comma-separated)")
