@@ -29,6 +29,7 @@ from .augment import ContextSource, TurnRequest, gather_context
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
+from .holding import apology, hold_phrase
 from .lang import CallLanguage, language_instruction
 from .llm.base import ChatMessage
 from .llm.tools import Tool
@@ -524,8 +525,9 @@ class VoiceSession:
         timeout = self.settings.reply.timeout_s
         try:
             async with asyncio.timeout(timeout):  # a hung model must not wedge the call
-                async with contextlib.aclosing(deltas):  # type: ignore[type-var]
-                    async for delta in deltas:
+                async with contextlib.aclosing(deltas), contextlib.aclosing(  # type: ignore[type-var]
+                        self._holding(turn, deltas)) as held:
+                    async for delta in held:
                         turn.mark("llm_first")
                         if "llm_first_token_ms" not in turn.timings:
                             turn.timings["llm_first_token_ms"] = (
@@ -539,6 +541,7 @@ class VoiceSession:
                 for piece in chunker.flush():
                     await self._speak(turn, piece)
         except TimeoutError:
+            await self._say_aside(turn, apology(self.language), "apology")  # never silence
             raise LLMTimeout(f"no complete reply within {timeout:g} s") from None
         turn.timings["llm_done_ms"] = (time.perf_counter() - started) * 1000
         await turn.committed_event.wait()  # a speculative reply waits for the turn to end
@@ -547,6 +550,43 @@ class VoiceSession:
             self._send(ev.ResponseAudioDone(turn_id=turn.id))
         self.history.append({"role": "assistant", "content": turn.reply_text.strip()})
         self._send_metrics(turn)
+
+    async def _holding(self, turn: Turn, deltas: AsyncIterator[str]) -> AsyncIterator[str]:
+        """`deltas`, with a holding phrase spoken if the first one is slow to come (the model
+        keeps working meanwhile: its next delta is awaited in a task)."""
+        hold_after = self.settings.reply.hold_after_s
+        iterator = aiter(deltas)
+        first: asyncio.Future[str] = asyncio.ensure_future(anext(iterator))
+        try:
+            if hold_after > 0:
+                done, _ = await asyncio.wait({first}, timeout=hold_after)
+                if not done:
+                    await self._say_aside(turn, hold_phrase(self.language), "hold")
+            try:
+                yield await first
+            except StopAsyncIteration:
+                return
+        finally:
+            if not first.done():  # the model's stream is closed only once nothing awaits it
+                first.cancel()
+                await asyncio.wait({first})
+        async for delta in iterator:
+            yield delta
+
+    async def _say_aside(self, turn: Turn, text: str, kind: str) -> None:
+        """Speak a holding phrase or apology now: not part of the reply's text or history,
+        not its first audio (measured apart, as `hold_ms`/`apology_ms` from the turn start)."""
+        if not self.speak_replies or not turn.committed or self._active is not turn:
+            return
+        try:
+            async with asyncio.timeout(5):
+                audio = await self._engines.tts.synthesize(text, voice=self._voice)
+        except (TimeoutError, Exception):  # an aside must never fail the turn
+            log.warning("turn %s: could not say the %s phrase", turn.id, kind, exc_info=True)
+            return
+        if audio.pcm.size and self._active is turn:
+            self._output.enqueue(audio.pcm, audio.sample_rate)
+            log.info("turn %s: said the %s phrase %r", turn.id, kind, text)
 
     async def _gather_context(self, turn: Turn, user_text: str) -> list[str]:
         """The context sources' notes for this turn; their timings and events join the turn."""

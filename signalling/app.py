@@ -115,8 +115,9 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         if config.ice_hosts is not None:  # process-wide: a conflicting app is refused here
             claims.append(claim_host_addresses(config.ice_hosts))
         knowledge = None
-        if config.knowledge.db is not None:
-            knowledge = await asyncio.to_thread(_open_knowledge, config.knowledge.db)
+        kb_path = config.knowledge.index_path()  # the default index when `kb add` built it
+        if kb_path is not None:
+            knowledge = await asyncio.to_thread(_open_knowledge, kb_path)
         prompt = knowledge_prompt(config.turn.reply.system_prompt, knowledge is not None)
         if engines is not None:
             loaded = engines

@@ -112,9 +112,12 @@ class ClusterSettings:
 
 @dataclasses.dataclass(frozen=True)
 class KnowledgeSettings:
-    """The documents the bot answers from (`callbot kb add ...`); off while `db` is unset."""
+    """The documents the bot answers from (`callbot kb add ...`). With `db` unset the default
+    index (`default_kb_path()`, where `callbot kb add` writes) is used when it exists, so
+    `callbot kb add ./docs && callbot serve` answers from the documents with no flag."""
 
-    db: str | None = None  # the index file built by `callbot kb add`
+    db: str | None = None  # the index file built by `callbot kb add` (default: see above)
+    enabled: bool = True  # false (`serve --no-kb`): no knowledge base, whatever exists
     passages: int = 3  # at most this many passages per turn
     token_budget: int = 300  # and at most about this many tokens of them
     min_similarity: float = 0.84  # a passage less similar to the question is not "found"
@@ -125,6 +128,26 @@ class KnowledgeSettings:
             raise ConfigError("passages >= 1, token_budget >= 20 and timeout_s > 0 are required")
         if not -1 <= self.min_similarity <= 1:
             raise ConfigError("min_similarity: expected -1..1")
+
+    def index_path(self) -> str | None:
+        """The index serve answers from: the configured one, else the default one if `callbot
+        kb add` built it; None when off or there is none."""
+        if not self.enabled:
+            return None
+        if self.db is not None:
+            return self.db
+        default = default_kb_path()
+        return default if os.path.exists(default) else None
+
+
+def default_kb_path(env: Mapping[str, str] | None = None) -> str:
+    """The one index location `callbot kb` and `callbot serve` share by default: env
+    CALLBOT_KB, else `$CALLBOT_HOME/knowledge.db` (CALLBOT_HOME defaults to ~/.callbot)."""
+    env = os.environ if env is None else env
+    if env.get("CALLBOT_KB"):
+        return env["CALLBOT_KB"]
+    home = env.get("CALLBOT_HOME") or os.path.join(os.path.expanduser("~"), ".callbot")
+    return os.path.join(home, "knowledge.db")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +180,10 @@ class CallbotConfig:
     # deployment (ice_public_ip, or a global ice_hosts address) checks global addresses only
     # (no loopback/private/link-local); a loopback or private one checks any unicast address.
     ice_remote_networks: tuple[str, ...] | None = None
-    # What a call may ask for or be detected as (ASR, conversation, voice). More than English
-    # needs engines.asr_model "auto" (or "base").
-    languages: tuple[str, ...] = ("en",)
+    # What a call may ask for or be detected as (ASR, conversation, voice); by default all five
+    # (zh, en, de, fr, es). More than English needs engines.asr_model "auto" (the default) or
+    # "base"; with tiny.en only English is offered (AppState.allowed_languages).
+    languages: tuple[str, ...] = SUPPORTED_LANGUAGES
     limits: Limits = dataclasses.field(default_factory=Limits)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
@@ -361,6 +385,7 @@ ENV_KEYS = {
     "CALLBOT_CLIENT_SYSTEM_PROMPT": "auth.client_system_prompt",
     "CALLBOT_LLM_LOCAL_MODEL": "engines.llm_model",
     "CALLBOT_KB_DB": "knowledge.db",
+    "CALLBOT_KB_ENABLED": "knowledge.enabled",
     "CALLBOT_KB_PASSAGES": "knowledge.passages",
     "CALLBOT_KB_TOKEN_BUDGET": "knowledge.token_budget",
     "CALLBOT_KB_MIN_SIMILARITY": "knowledge.min_similarity",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -16,6 +17,11 @@ from callbot.signalling.config import AuthSettings, CallbotConfig, Limits
 from tests import speech
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly
+# Tests never read or write the user's ~/.callbot (the default knowledge base lives there):
+# a fresh, empty CALLBOT_HOME per test run, inherited by the `callbot` subprocesses too.
+os.environ["CALLBOT_HOME"] = tempfile.mkdtemp(prefix="callbot-home-")
+for _var in ("CALLBOT_KB", "CALLBOT_KB_DB"):
+    os.environ.pop(_var, None)
 
 LOOPBACK = "127.0.0.1"
 # Every test call comes from 127.0.0.1: one client, so lift the per-client limits. Auth stays
@@ -27,6 +33,10 @@ TEST_CONFIG = CallbotConfig(
     auth=AuthSettings(client_system_prompt="allow"),
     # Vision loads OCR models (~3 s, ~500 MB): only the tests that look use it (test_vision*).
     vision=VisionSettings(engine="none"),
+    # The suite's calls are English on the fast tiny.en path (the default is all five languages
+    # with tiny.en + base): tests/test_multilingual.py covers the other languages.
+    languages=("en",),
+    engines=EngineSettings(asr_model="tiny.en"),
 )
 
 ServerFactory = Callable[..., Awaitable[str]]
@@ -45,7 +55,7 @@ def _no_load_shedding(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
 
 @pytest.fixture(scope="session")
 def engines() -> Engines:
-    return shared_engines(EngineSettings())
+    return shared_engines(TEST_CONFIG.engines)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ app can switch the knowledge base off per call or supply its own passages."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from callbot.pipeline.settings import ReplySettings, TurnSettings
 from callbot.signalling.app import create_app
 from callbot.signalling.calls.call import CallOptions
 from callbot.signalling.calls.hooks import CallHooks
-from callbot.signalling.config import KnowledgeSettings, Limits
+from callbot.signalling.cli import main as cli_main
+from callbot.signalling.config import KnowledgeSettings, Limits, default_kb_path
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 
@@ -123,5 +125,40 @@ async def test_knowledge_off_per_call_and_app_passages(
         assert asked == ["When was order 5521 shipped?"]
         assert metrics["retrieval_ms"] is not None
         assert says(text, "monday"), text
+    finally:
+        await caller.hangup()
+
+
+async def test_kb_add_then_serve_answers_from_the_documents_with_no_flag(
+        start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`callbot kb add ./docs && callbot serve`: both use $CALLBOT_HOME/knowledge.db, so the
+    served call answers from the documents with no --kb; `--no-kb` turns it off."""
+    monkeypatch.setenv("CALLBOT_HOME", str(tmp_path / "home"))
+    assert await asyncio.to_thread(cli_main, ["kb", "add", "--quiet", str(DOCS)]) == 0
+    assert Path(default_kb_path()) == tmp_path / "home" / "knowledge.db"
+    assert await asyncio.to_thread(Path(default_kb_path()).exists)
+    default = TEST_CONFIG.replace(limits=Limits(call_rate_per_minute=100_000),
+                                  turn=TurnSettings(reply=ReplySettings(timeout_s=90,
+                                                                        temperature=0.0)))
+    assert default.knowledge.db is None  # nothing configured: the default index is found
+    caller = SyntheticCaller(await start_server(default))
+    await caller.connect()
+    try:
+        mark = len(caller.events)
+        caller.send({"type": "input.text", "text": "What does a standard service cost?"})
+        typed, metrics = await reply_of(caller, mark)
+        assert metrics["retrieval_ms"] is not None and metrics["retrieval_ms"] > 0
+        assert says(typed, "59", "fifty-nine", "fifty nine"), typed  # only in prices.html
+    finally:
+        await caller.hangup()
+    off = default.replace(knowledge=KnowledgeSettings(enabled=False))  # `serve --no-kb`
+    assert off.knowledge.index_path() is None
+    caller = SyntheticCaller(await start_server(off))
+    await caller.connect()
+    try:
+        mark = len(caller.events)
+        caller.send({"type": "input.text", "text": "What does a standard service cost?"})
+        _, metrics = await reply_of(caller, mark)
+        assert metrics.get("retrieval_ms") is None
     finally:
         await caller.hangup()

@@ -67,3 +67,15 @@ def test_voices_by_language() -> None:
         "en": "en_US-joe-medium", "zh": "openai-nova", "de": "espeak-de"}
     with pytest.raises(ValueError, match="tts.by_language.zh"):
         voices_by_language(("zh",), voices, VoiceSettings(by_language={"zh": "nope"}))
+
+
+def test_the_defaults_hear_and_answer_every_supported_language(tmp_path: Path) -> None:
+    """`pip install .` + `callbot serve`: zh, en, de, fr, es, with tiny.en + Whisper base."""
+    from callbot.pipeline.lang import SUPPORTED_LANGUAGES
+
+    for config in (CallbotConfig(), CallbotConfig.load(None, env={})):
+        assert set(config.languages) == {"zh", "en", "de", "fr", "es"} == set(SUPPORTED_LANGUAGES)
+        assert config.engines.asr_model == "auto"
+    path = tmp_path / "callbot.toml"
+    path.write_text("[limits]\nmax_calls = 4\n")
+    assert CallbotConfig.load(path, env={}).languages == CallbotConfig().languages

@@ -22,7 +22,7 @@ from callbot.pipeline.safety.wordlists import DEFAULT_REFUSALS
 from callbot.pipeline.text import character_errors, has_cjk
 from callbot.pipeline.tts.espeak import EspeakSynthesizer
 from callbot.rtc.resample import resample_pcm
-from callbot.signalling.config import Limits
+from callbot.signalling.config import CallbotConfig, Limits
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak
@@ -37,8 +37,11 @@ SAMPLES = {
     "es": ("Quiero saber qué hora es ahora.", "es"),
     "en": ("Hello, what is the weather like today in London?", "en-us"),
 }
+# The served calls here use the default language list (all five; tests/conftest.py narrows
+# the rest of the suite to English).
 CONFIG = TEST_CONFIG.replace(
-    languages=LANGUAGES, limits=Limits(max_calls_per_client=100, call_rate_per_minute=100_000))
+    languages=CallbotConfig().languages,
+    limits=Limits(max_calls_per_client=100, call_rate_per_minute=100_000))
 
 
 def clip(language: str, rate: int = 16_000) -> speech.Clip:

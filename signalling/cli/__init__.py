@@ -53,7 +53,8 @@ def _serve_parser(sub: Any) -> None:
                    metavar="ORIGIN", help="browser Origin allowed to start calls (repeatable; "
                                           "env CALLBOT_ALLOWED_ORIGINS)")
     p.add_argument("--asr-model", choices=["tiny.en", "base", "auto"],
-                   help="auto: tiny.en for English calls, multilingual base for the others")
+                   help="auto (default): tiny.en for English calls, multilingual base for "
+                        "the others and for detection; tiny.en: English only")
     p.add_argument("--language", action="append", dest="languages", metavar="CODE",
                    help="a language calls may use or be detected in: en, zh, de, fr, es "
                         "(repeatable; env CALLBOT_LANGUAGES, comma-separated)")
@@ -64,7 +65,9 @@ def _serve_parser(sub: Any) -> None:
                                        "the model name sent to that server")
     p.add_argument("--kb", dest="kb_db", metavar="FILE",
                    help="knowledge base to answer from (built by `callbot kb add`; "
-                        "env CALLBOT_KB_DB)")
+                        "env CALLBOT_KB_DB; default: $CALLBOT_HOME/knowledge.db if it exists)")
+    p.add_argument("--no-kb", dest="kb_enabled", action="store_false", default=None,
+                   help="answer without any knowledge base, even the default one")
     p.add_argument("--memory", action="store_true", default=None,
                    help="remember known callers between calls (env CALLBOT_MEMORY)")
     p.add_argument("--asr-url", help="ASR on an inference server (OpenAI-compatible "
@@ -117,6 +120,7 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "cluster.redis_url": args.cluster,
         "cluster.advertise_url": args.advertise_url,
         "knowledge.db": args.kb_db,
+        "knowledge.enabled": args.kb_enabled,
         "memory.enabled": args.memory,
     }
     if args.llm_model in LOCAL_LLM_MODELS and not args.llm_base_url:

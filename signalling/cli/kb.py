@@ -1,7 +1,8 @@
 """`callbot kb add|list|remove|search`: build and inspect the knowledge base.
 
 The index file comes from `--db`, else `CALLBOT_KB_DB`, else `knowledge.db` of `--config`,
-else `./callbot-kb.sqlite`. `callbot serve --kb FILE` (or `[knowledge] db`) answers from it.
+else the default `$CALLBOT_HOME/knowledge.db` (env CALLBOT_KB overrides it; CALLBOT_HOME
+defaults to ~/.callbot), which `callbot serve` answers from with no flag.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import os
 import sys
 from typing import Any
 
-DEFAULT_DB = "callbot-kb.sqlite"
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("kb", help="the knowledge base the bot answers from")
-    p.add_argument("--db", help=f"index file (default: env CALLBOT_KB_DB, [knowledge] db of "
-                                f"--config, or ./{DEFAULT_DB})")
+    p.add_argument("--db", help="index file (default: env CALLBOT_KB_DB, [knowledge] db of "
+                                "--config, or $CALLBOT_HOME/knowledge.db, the index "
+                                "`callbot serve` uses by default)")
     p.add_argument("--config", help="TOML or YAML settings file (for [knowledge] db)")
     kb = p.add_subparsers(dest="kb_command", required=True)
     add = kb.add_parser("add", help="index files and folders (recursively); Markdown, text, "
@@ -42,13 +42,13 @@ def db_path(args: argparse.Namespace) -> str:
         return str(args.db)
     if os.environ.get("CALLBOT_KB_DB"):
         return os.environ["CALLBOT_KB_DB"]
-    if args.config:
-        from callbot.signalling.config import CallbotConfig
+    from callbot.signalling.config import CallbotConfig, default_kb_path
 
+    if args.config:
         configured = CallbotConfig.load(args.config).knowledge.db
         if configured:
             return configured
-    return DEFAULT_DB
+    return default_kb_path()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.kb_command == "add":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             if args.max_file_mb <= 0 or args.max_files < 1:
                 print("callbot kb: --max-file-mb and --max-files must be positive",
                       file=sys.stderr)
