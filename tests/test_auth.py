@@ -88,7 +88,7 @@ def test_nonces_are_single_use_and_pruned() -> None:
 
 def test_modes_and_configured_tokens() -> None:
     # The listen address no longer decides (a proxy or an embedding app hides the peer):
-    # "auto" is open only per request (see tests/test_hardening_auth.py), and never once a
+    # "auto" is open only per request (see the tests below), and never once a
     # credential is configured.
     assert Authenticator(AuthSettings()).has_credentials is False
     assert Authenticator(AuthSettings(bearer_tokens=("t",))).has_credentials is True
@@ -195,3 +195,137 @@ async def test_real_call_with_a_signed_token(secured: str) -> None:
             await again.connect()
     finally:
         await again.hangup(delete=False)
+
+
+# ---- where it is deployed: open only for a real local request, calls scoped to their owner --
+
+TOKEN_A, TOKEN_B = "token-of-a", "token-of-b"
+SCOPED_ADMIN, SCOPED_SECRET = "admin-token", "signing-secret"
+
+
+
+@pytest.fixture(scope="module")
+async def auto_server(start_server) -> str:
+    """The default auth mode ("auto"), no token configured."""
+    return await start_server(TEST_CONFIG.replace(auth=AuthSettings()))
+
+
+@pytest.fixture(scope="module")
+async def scoped(start_server) -> str:
+    return await start_server(TEST_CONFIG.replace(auth=AuthSettings(
+        mode="token", bearer_tokens=(TOKEN_A, TOKEN_B), admin_tokens=(SCOPED_ADMIN,),
+        signing_secret=SCOPED_SECRET)))
+
+
+async def test_auto_is_open_only_for_a_plain_local_request(auto_server: str) -> None:
+    assert (await _post(auto_server))[0] == 400  # loopback peer, loopback Host: open
+    assert (await _post(auto_server, {"Host": "localhost"}))[0] == 400
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Forwarded-For": "203.0.113.7"},  # a reverse proxy on the same machine
+    {"Forwarded": "for=203.0.113.7"},
+    {"X-Real-IP": "203.0.113.7"},
+    {"Host": "rebound.example"},  # DNS rebinding: a foreign name resolving to 127.0.0.1
+    {"Host": "rebound.example:8080"},
+    {"Origin": "https://evil.example"},  # a foreign page
+])
+async def test_auto_needs_a_token_behind_a_proxy_or_for_a_foreign_host(
+        auto_server: str, headers: dict[str, str]) -> None:
+    status, body = await _post(auto_server, headers)
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+
+
+async def test_configured_tokens_are_always_enforced(start_server) -> None:
+    # mode "auto" on loopback with a token configured: the token is required, even locally.
+    base = await start_server(TEST_CONFIG.replace(auth=AuthSettings(bearer_tokens=(TOKEN_A,))))
+    assert (await _post(base))[0] == 401
+    assert (await _post(base, _bearer(TOKEN_A)))[0] == 400
+
+
+async def test_explicit_none_is_open(start_server) -> None:
+    base = await start_server(TEST_CONFIG.replace(auth=AuthSettings(mode="none")))
+    assert (await _post(base, {"X-Forwarded-For": "203.0.113.7", "Host": "x.example"}))[0] == 400
+
+
+async def _raw_post(base: str, auth_value: bytes) -> int:
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"type":"offer","sdp":"x"}'
+    writer.write(b"POST /v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Authorization: " + auth_value + b"\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return int(status_line.split()[1])
+
+
+@pytest.mark.parametrize("value", [
+    "Bearer tökén".encode(), b"Bearer \xff\xfe\xfd", "Bearer 令牌".encode(),
+    b"Bearer a.b", b"Bearer \xc3\xa9.\xc3\xa9", b"Bearer " + b"x" * 5000, b"Bearer \x01\x02",
+], ids=["latin", "bytes", "cjk", "bad-token", "utf8-token", "long", "control"])
+async def test_malformed_credentials_are_401(scoped: str, value: bytes) -> None:
+    # 401; a control character is refused by the HTTP parser itself (400), never a 500.
+    assert await _raw_post(scoped, value) in ((400,) if b"\x01" in value else (401,))
+
+
+async def _list(base: str, token: str | None) -> tuple[int, list[str]]:
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{base}/v1/calls", headers=_bearer(token) if token else {}
+    ) as resp:
+        data = await resp.json()
+        return resp.status, [c["call_id"] for c in data.get("calls", [])]
+
+
+async def _delete(base: str, call_id: str, token: str) -> int:
+    async with aiohttp.ClientSession() as http, http.delete(
+        f"{base}/v1/calls/{call_id}", headers=_bearer(token)
+    ) as resp:
+        return resp.status
+
+
+async def test_list_and_delete_are_scoped_to_the_caller(scoped: str) -> None:
+    call_token = mint_call_token(SCOPED_SECRET, ttl_s=30, subject="user-9")
+    callers = [SyntheticCaller(scoped, headers=_bearer(TOKEN_A)),
+               SyntheticCaller(scoped, headers=_bearer(call_token))]
+    try:
+        a_call = await callers[0].connect()
+        user_call = await callers[1].connect()
+        assert (await _list(scoped, TOKEN_A)) == (200, [a_call])
+        assert (await _list(scoped, TOKEN_B)) == (200, [])  # a stranger sees nothing
+        assert set((await _list(scoped, SCOPED_ADMIN))[1]) == {a_call, user_call}
+        assert (await _list(scoped, None))[0] == 401
+        # A stranger cannot end another caller's call: 404, as if it did not exist.
+        assert await _delete(scoped, a_call, TOKEN_B) == 404
+        assert await _delete(scoped, user_call, TOKEN_A) == 404
+        another_user = mint_call_token(SCOPED_SECRET, subject="user-1")
+        assert await _delete(scoped, user_call, another_user) == 404
+        assert len((await _list(scoped, SCOPED_ADMIN))[1]) == 2
+        # The browser hangs up with the (already used) token it called with.
+        assert await _delete(scoped, user_call, call_token) == 204
+        assert await _delete(scoped, a_call, SCOPED_ADMIN) == 204
+        assert (await _list(scoped, SCOPED_ADMIN))[1] == []
+    finally:
+        for caller in callers:
+            await caller.hangup(delete=False)
+
+
+OPTS = {"type": "offer", "sdp": "not an sdp", "options": {"system_prompt": "Talk like a pirate."}}
+
+
+async def test_client_prompt_is_off_when_auth_is_off(auto_server: str) -> None:
+    status, body = await _post(auto_server, body=OPTS)
+    assert (status, body["error"]["code"]) == (403, "prompt_not_allowed")
+
+
+async def test_client_prompt_policy(start_server, scoped: str) -> None:
+    allowed = await _post(scoped, _bearer(TOKEN_A), OPTS)
+    assert allowed[1]["error"]["code"] == "invalid_sdp"  # allowed: the SDP is what fails
+    deny = await start_server(TEST_CONFIG.replace(auth=AuthSettings(
+        bearer_tokens=(TOKEN_A,), client_system_prompt="deny")))
+    refused = await _post(deny, _bearer(TOKEN_A), OPTS)
+    assert refused[1]["error"]["code"] == "prompt_not_allowed"
+    allow = await start_server(TEST_CONFIG.replace(auth=AuthSettings(
+        mode="none", client_system_prompt="allow")))
+    assert (await _post(allow, body=OPTS))[1]["error"]["code"] == "invalid_sdp"
