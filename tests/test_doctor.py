@@ -21,7 +21,7 @@ def doctor(*args: str, path: str | None = None) -> tuple[int, dict[str, Any]]:
     if path is not None:
         env["PATH"] = path
     done = subprocess.run([sys.executable, "-m", "callbot", "doctor", "--json", *args],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     return done.returncode, json.loads(done.stdout) if done.stdout.startswith("{") else {
         "stdout": done.stdout, "stderr": done.stderr}
 
@@ -80,3 +80,11 @@ def test_a_config_that_does_not_parse_exits_2(tmp_path: Path) -> None:
     config.write_text("port = 0\n")
     code, report = doctor("--config", str(config))
     assert code == 2 and "port" in report["stdout"], report
+
+
+def test_load_loads_every_configured_model_offline() -> None:
+    """--load: the real models load and run once with the hub offline, then are closed."""
+    code, report = doctor("--load", "--port", str(free_port()))
+    assert code == 0, report
+    loaded = by_name(report, "models load offline")
+    assert loaded["status"] == "ok" and "SmolLM2" in loaded["detail"], loaded

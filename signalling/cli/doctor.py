@@ -10,6 +10,7 @@ allowed), 1 when something must be fixed, 2 for a configuration that does not pa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -144,9 +145,10 @@ def _load_models(config: CallbotConfig) -> Check:
     try:
         return Check("models load offline", "ok",
                      f"asr, {engines.llm.name}, voices {', '.join(engines.tts.voices)}")
-    finally:
+    finally:  # the embedded LLM's child process too: doctor leaves nothing running
         engines.tts.close()
         engines.asr.close()
+        asyncio.run(engines.llm.close())
 
 
 # ---- the machine -------------------------------------------------------------------------
