@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS  # noqa: E402
 from callbot.pipeline.engines import build_llm  # noqa: E402
 from callbot.pipeline.lang import language_instruction  # noqa: E402
-from callbot.pipeline.llm import llama_local  # noqa: E402
 from callbot.pipeline.settings import DEFAULT_SYSTEM_PROMPT, EngineSettings  # noqa: E402
 
 OLD_PROMPT = ("You are a friendly voice assistant on a phone call. Answer in one or two short, "
@@ -81,7 +80,7 @@ def right(text: str, good: str, bad: str) -> bool:
 
 async def run_config(model: str, prompt_name: str, repeat_penalty: float) -> dict[str, object]:
     prompt = OLD_PROMPT if prompt_name == "old" else DEFAULT_SYSTEM_PROMPT
-    llama_local.REPEAT_PENALTY = repeat_penalty
+    # repeat_penalty is only a label now: the merged llama_local has none (see RESULTS).
     llm = build_llm(EngineSettings(llm_model=model, llm_isolation="thread"))
     llm.warm_up(prompt)
     rows = []

@@ -32,6 +32,7 @@ from .errors import LLMError, LLMTimeout
 from .holding import apology, hold_phrase
 from .lang import CallLanguage, language_instruction
 from .llm.base import ChatMessage
+from .llm.repetition import RepetitionCut
 from .llm.tools import Tool
 from .safety.guard import GuardDecision, TurnGuard
 from .settings import TurnSettings
@@ -563,15 +564,21 @@ class VoiceSession:
                 if not done:
                     await self._say_aside(turn, hold_phrase(self.language), "hold")
             try:
-                yield await first
+                delta = await first
             except StopAsyncIteration:
                 return
         finally:
             if not first.done():  # the model's stream is closed only once nothing awaits it
                 first.cancel()
                 await asyncio.wait({first})
-        async for delta in iterator:
+        loop = RepetitionCut()  # a small model stuck in a loop ("请请请…") ends its reply
+        while not loop.looping(delta):
             yield delta
+            try:
+                delta = await anext(iterator)
+            except StopAsyncIteration:
+                return
+        log.info("turn %s: reply cut, it repeats itself (%r)", turn.id, loop.text[-40:])
 
     async def _say_aside(self, turn: Turn, text: str, kind: str) -> None:
         """Speak a holding phrase or apology now: not part of the reply's text or history,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -14,17 +13,12 @@ from typing import TYPE_CHECKING, Any
 from ..context_fit import fit_messages
 from ..worker import ModelWorker
 from .base import ChatMessage, LLMError
-from .repetition import RepetitionCut
 from .tools import Tool
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaState
 
 _DONE = object()
-log = logging.getLogger(__name__)
-# A mild penalty on recently generated tokens (llama.cpp's default is 1.0, none): it stops
-# the small models' loops ("请请请…") without pushing them off the words an answer needs.
-REPEAT_PENALTY = 1.1
 
 
 def smollm2_gguf_path() -> Path:
@@ -149,10 +143,8 @@ class LlamaCppModel:
             messages=messages,  # type: ignore[arg-type]
             max_tokens=max_tokens,
             temperature=temperature,
-            repeat_penalty=REPEAT_PENALTY,
             stream=True,
         )
-        loop = RepetitionCut()
         for chunk in stream:
             if stop.is_set():
                 break
@@ -160,9 +152,6 @@ class LlamaCppModel:
             text = delta.get("content")
             if text:
                 emit(text)
-                if loop.looping(text):  # a looping small model: end the reply here
-                    log.info("reply cut: it repeats itself (%r)", loop.text[-40:])
-                    break
 
     def _count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=False,

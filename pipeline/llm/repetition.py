@@ -9,13 +9,26 @@ loops.
 
 from __future__ import annotations
 
-import re
-
-# One non-digit, non-punctuation, non-space character, then itself 3 more times.
-_CHAR_LOOP = re.compile(r"([^\W\d_])\1{3,}$")
-# A unit of 2-40 characters that contains a letter, repeated 3 times at the end.
-_UNIT_LOOP = re.compile(r"(?=.{0,38}[^\W\d_])(.{2,40}?)\1{2,}$", re.DOTALL)
 _WINDOW = 160  # the tail examined: bounded work per delta
+
+
+def _is_letter(char: str) -> bool:
+    return char.isalpha()
+
+
+def ends_in_loop(text: str) -> bool:
+    """A letter 4 times in a row, or a unit of 2-40 characters (with a letter in it) 3 times
+    in a row, at the end of `text`. Plain comparisons of the tail: a regex with a
+    backreference backtracked for seconds on long digit runs."""
+    tail = text[-_WINDOW:].rstrip()
+    if len(tail) >= 4 and _is_letter(tail[-1]) and tail[-4:] == tail[-1] * 4:
+        return True
+    for size in range(2, min(40, len(tail) // 3) + 1):
+        unit = tail[-size:]
+        if (tail[-2 * size:-size] == unit and tail[-3 * size:-2 * size] == unit
+                and any(_is_letter(c) for c in unit)):
+            return True
+    return False
 
 
 class RepetitionCut:
@@ -24,6 +37,5 @@ class RepetitionCut:
 
     def looping(self, delta: str) -> bool:
         """Add `delta`; true once the text ends in a loop (stop generating)."""
-        self.text += delta
-        tail = self.text[-_WINDOW:].rstrip()
-        return bool(_CHAR_LOOP.search(tail) or _UNIT_LOOP.search(tail))
+        self.text = (self.text + delta)[-_WINDOW:]
+        return ends_in_loop(self.text)
