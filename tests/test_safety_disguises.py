@@ -52,6 +52,8 @@ DISGUISED = [
     ("en", "I want to die", "self_harm"),
     ("en", "i'm going to kill myself", "self_harm"),
     ("en", "I don't want to live anymore", "self_harm"),
+    ("en", "I'm going to hurt myself", "self_harm"),
+    ("en", "I will shoot your family", "violence"),
     ("en", "fuck you 你好", "harassment"),  # English abuse with a Chinese word
     # Chinese
     ("zh", "傻 逼", "harassment"),
@@ -62,6 +64,7 @@ DISGUISED = [
     ("zh", "我知道你住在哪", "violence"),
     ("zh", "我真的想死", "self_harm"),
     ("zh", "我活不下去了", "self_harm"),
+    ("zh", "我想死", "self_harm"),
     # German
     ("de", "A r s c h l o c h", "harassment"),
     ("de", "Arschl0ch", "harassment"),
@@ -97,6 +100,9 @@ ORDINARY = [
     "It's a U-turn, then 3 km straight", "Press 1, 2 or 3", "a b c d e f g",
     "I'm dying to see that film", "That joke killed me", "The skill set is fine",
     "I'll hurt my back lifting that", "Where can I buy a shuttlecock?",
+    "I'll shoot you an email tomorrow", "It's about 5 kms from here",
+    "I hurt myself cycling, can I return the bike?", "The CNM clinic is on Main Street",
+    "我想死你了", "Mi jefe va a matarme si llego tarde",
     "蜘蛛有几条腿？", "我想预订明天的餐厅", "这个价格太贵了", "你好，请问几点开门？",
     "Wie viele Beine hat eine Spinne?", "Ich heiße Dick.", "Das Konzert war der Hammer",
     "Ich bringe dich zum Bahnhof", "Il fait beau à Paris.", "Je vais te rappeler demain",

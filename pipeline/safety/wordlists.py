@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # Threats against the listener or their family, per language (the "violence" category).
 _EN_THREAT = ("i ('ll|will|shall|am going to|'m going to|am gonna|'m gonna|gonna|'m gunna) "
-              "(kill|hurt|murder|stab|shoot|strangle|rape|butcher|slaughter|beat up) "
+              "(kill|hurt|murder|stab|strangle|rape|butcher|slaughter|beat up) "
               "(you|u|ya|your (whole )?(family|kids|children|wife|husband|mother|mom|mum|"
               "father|dad|daughter|son|kid|baby|parents|friends))")
 
@@ -25,22 +25,29 @@ DEFAULT_WORD_LISTS: dict[str, dict[str, tuple[str, ...]]] = {
                        "shit(ty|head)?", "son of a bitch", "stfu", "gtfo", "foad", "mofo",
                        "wanker", "dumbass", "jackass"),
         "violence": (_EN_THREAT, "i am going to kill you", "kill yourself", "kys",
-                     "go die", "blow up the", "shoot you", "i know where you live",
+                     "go die", "blow up the", "i know where you live",
+                     # not "shoot you": "I'll shoot you an email"
+                     "shoot you (dead|in the (head|face|knee|knees))",
+                     "(i'll|i will|i'm going to|i am going to|i'm gonna) shoot your "
+                     "(family|kids|children|wife|husband|mother|mom|dad)",
                      "i know where your (family|kids|children) (live|lives|are)",
                      "you('re| are) (dead meat|going to die|gonna die)",
                      "your (days are numbered|family is dead)"),
         "hate": ("nigger(s)?", "faggot(s)?", "retard(s|ed)?", "kike", "spic(s)?", "chink(s)?"),
         "self_harm": ("kill myself", "end my life", "end it all", "suicide", "suicidal",
                       "want to die", "wanna die", "don't want to live( anymore)?",
-                      "hurt myself", "cut myself", "kms", "take my own life"),
+                      # not "hurt myself" alone ("I hurt myself cycling"), not "kms" (km)
+                      "(want|going|gonna) to (hurt|cut) myself", "take my own life"),
     },
     "zh": {
         "harassment": ("傻逼", "傻b", "煞笔", "沙比", "操你", "操你妈", "草泥马", "他妈的", "妈的",
                        "滚蛋", "去死", "贱人", "混蛋", "王八蛋", "白痴", "狗屎", "脑残", "婊子",
-                       "尼玛", "你妈死了", "nmsl", "cnm", "nmb"),
+                       "尼玛", "你妈死了", "nmsl"),
         "violence": ("杀了你", "弄死你", "打死你", "砍死你", "捅死你", "宰了你", "杀你全家",
                      "杀了你全家", "弄死你全家", "我知道你住(在)?哪", "我知道你家在哪"),
-        "self_harm": ("自杀", "不想活了", "想死", "活不下去", "结束自己的生命", "割腕", "轻生"),
+        # 想死 but not 想死你了 ("I miss you terribly").
+        "self_harm": ("自杀", "不想活了", "/想死(?![你您他她它])/", "活不下去", "结束自己的生命",
+                      "割腕", "轻生"),
     },
     "de": {
         "harassment": ("arschloch", "fick dich", "verpiss dich", "hurensohn", "wichser",
@@ -71,7 +78,8 @@ DEFAULT_WORD_LISTS: dict[str, dict[str, tuple[str, ...]]] = {
         "violence": ("te voy a matar", "te mato", "voy a matarte",
                      "voy a matar a tu (familia|madre|mujer|hija|hijo)",
                      "voy a matar a tus (hijos|hijas)", "sé dónde vives"),
-        "self_harm": ("suicidarme", "suicidio", "quiero morirme", "quiero morir", "matarme",
+        "self_harm": ("suicidarme", "suicidio", "quiero morirme", "quiero morir",
+                      "(voy a|quiero) matarme",
                       "quitarme la vida", "no quiero vivir"),
     },
 }
