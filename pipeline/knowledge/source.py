@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..augment import TurnContext, TurnRequest
-from .index import KnowledgeBase, SearchHit
+from .index import DEFAULT_MAX_QUERY_TOKENS, KnowledgeBase, SearchBudget, SearchHit
 
 NOTHING_FOUND = "Nothing in the documents matches this question."
 
@@ -68,8 +68,10 @@ class KnowledgeSource:
 
     def __init__(self, kb: KnowledgeBase, *, passages: int = 3, token_budget: int = 300,
                  min_similarity: float = 0.84, rare_word_similarity: float = 0.75,
-                 margin: float = 0.03, timeout_s: float = 2.0) -> None:
+                 margin: float = 0.03, timeout_s: float = 2.0,
+                 max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS) -> None:
         self.kb = kb
+        self.max_query_tokens = max_query_tokens
         self.passages = passages
         self.token_budget = token_budget
         self.min_similarity = min_similarity
@@ -77,13 +79,14 @@ class KnowledgeSource:
         self.margin = margin
         self.timeout_s = timeout_s
 
-    def relevant(self, query: str) -> list[SearchHit]:
+    def relevant(self, query: str, budget: SearchBudget | None = None) -> list[SearchHit]:
         """Blocking: the best hits that are about the question. A passage counts when its
         meaning is close enough (`min_similarity`), or a little less close but it holds a
         rare word of the question (a name, a product: `rare_word_similarity`). Passages much
         less similar than the best one (by more than `margin`) are left out: a small model
         mixes up the numbers of passages it does not need."""
-        hits = self.kb.search(query, limit=max(self.passages, 1))
+        hits = self.kb.search(query, limit=max(self.passages, 1),
+                              max_query_tokens=self.max_query_tokens, budget=budget)
         found = [h for h in hits if h.similarity >= self.min_similarity
                  or (h.rare_match and h.similarity >= self.rare_word_similarity)]
         if not found:
@@ -95,7 +98,13 @@ class KnowledgeSource:
         if not request.text.strip():
             return None
         started = time.perf_counter()
-        hits = await asyncio.to_thread(self.relevant, request.text)
+        # The turn's timeout cancels this await; the budget makes the worker thread stop
+        # too (at its next checkpoint) instead of searching on for nobody.
+        budget = SearchBudget.within(self.timeout_s)
+        try:
+            hits = await asyncio.to_thread(self.relevant, request.text, budget)
+        finally:
+            budget.cancel()
         elapsed = (time.perf_counter() - started) * 1000
         if not hits:
             return TurnContext(notes=NOTHING_FOUND, timings={"retrieval_ms": elapsed})

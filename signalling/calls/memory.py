@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.memory import CallerMemory, last_turns, summarize
+from callbot.pipeline.safety.pii import redact_pii
 from callbot.signalling.config import CallbotConfig
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class MemoryService:
                        or config.engines.llm_model != "smollm2-135m")
             summarizer = "llm" if capable else "last_turns"
         self.summarizer = summarizer
+        # Phones, e-mails and card numbers never reach the store (nor the summarizer).
+        self.redact_pii = config.safety.redact_pii
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def context_for(self, caller_id: str) -> str | None:
@@ -55,6 +58,9 @@ class MemoryService:
         turns = conversation(history)
         if not any(m["role"] == "user" for m in turns):
             return  # the caller said nothing: nothing to remember
+        if self.redact_pii:
+            turns = [{**m, "content": redact_pii(m["content"])}
+                     if isinstance(m.get("content"), str) else m for m in turns]
         summary = ""
         if self.summarizer == "llm":
             try:
@@ -64,6 +70,8 @@ class MemoryService:
                 log.warning("memory: summary failed; keeping the last turns", exc_info=True)
         if not summary:
             summary = last_turns(turns, self.settings.max_chars)
+        if self.redact_pii:  # an LLM summary may restate a number it was not shown in full
+            summary = redact_pii(summary)
         try:
             await asyncio.to_thread(self.store.save, caller_id, call_id, summary, turns)
         except Exception:

@@ -222,10 +222,12 @@ class Authenticator:
 
         `purpose`: "create" (a call token is spent: single use), "list" (call tokens are
         refused: a browser's token is not an operator's), "manage" (a call token already spent
-        still identifies the call it started, expired or not, so the page can hang up)."""
+        still identifies the call it started, expired or not, so the page can hang up),
+        "memory" (a credential is always needed, whatever the mode; a call token is checked,
+        unexpired, but not spent)."""
         self.check_origin(request)
         remote = request.remote or "unknown"
-        if not self.required_for(request):
+        if not self.required_for(request) and purpose != "memory":
             return Principal(client_id=f"ip:{remote}", kind="anonymous", remote=remote,
                              owner=f"ip:{remote}")
         token = _bearer(request)
