@@ -34,7 +34,7 @@ class Limits:
     overload_loop_lag_ms: float = 300.0
     max_call_s: float = 1800.0  # a call is ended after this long
     idle_timeout_s: float = 60.0  # no audio from the caller for this long ends the call
-    disconnect_grace_s: float = 5.0  # no packet at all (RTP or RTCP) from the peer this long
+    disconnect_grace_s: float = 5.0  # no packet at all from the peer this long (RTP, RTCP, SCTP)
     setup_timeout_s: float = 20.0  # offer -> connected
     max_sdp_bytes: int = 64 * 1024
     max_body_bytes: int = 96 * 1024

@@ -1,5 +1,5 @@
 """`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
-`callbot kb`, `callbot doctor`."""
+`callbot kb`, `callbot doctor`, `callbot config`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.safety.pii import PiiRedactingFilter
 from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 from callbot.signalling.app import create_app
+from callbot.signalling.cli import configfile
 from callbot.signalling.cli import doctor as doctor_cli
 from callbot.signalling.cli import kb as kb_cli
 from callbot.signalling.cluster.workers import private_advertise, supervise, worker_count
@@ -84,6 +85,8 @@ def _serve_parser(sub: Any) -> None:
                         "(env CALLBOT_ADVERTISE_URL)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (secrets masked) and exit")
 
 
 def _engines_parser(sub: Any) -> None:
@@ -172,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_parser(sub)
     kb_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
+    configfile.add_parser(sub)
     return parser
 
 
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         return kb_cli.main(args)
     if args.command == "doctor":
         return doctor_cli.main(args)
+    if args.command == "config":
+        return configfile.main(args)
     if args.command == "engines":
         _logging(args.log_level)
         settings = EngineSettings(asr_model=args.asr_model, asr_threads=args.asr_threads,
@@ -199,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ValueError) as exc:
             print(f"callbot: bad configuration: {exc}", file=sys.stderr)
             return 2
+        if args.print_config:
+            sys.stdout.write(configfile.effective_toml(config))
+            return 0
         if config.safety.redact_pii:  # phones, e-mails, card numbers never reach the log
             for handler in logging.getLogger().handlers:
                 handler.addFilter(PiiRedactingFilter())
