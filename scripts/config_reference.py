@@ -6,30 +6,12 @@ the committed page is stale."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "config-reference.md"
-
-
-def _comments(cls: type) -> dict[str, str]:
-    """`name: type = default  # comment` lines of a dataclass's source -> comment."""
-    found: dict[str, str] = {}
-    pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines()[1:]:
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            pending.append(stripped.lstrip("# "))
-            continue
-        match = re.match(r"\s+(\w+): [^=]+(?:=.*?)?(?:#\s*(.*))?$", line)
-        if match and not stripped.startswith(("def ", "@")):
-            found[match.group(1)] = " ".join([*pending, match.group(2) or ""]).strip()
-        pending = []
-    return found
 
 
 def _default(field: dataclasses.Field[Any]) -> Any:
@@ -53,7 +35,9 @@ def _show(value: Any) -> str:
 
 
 def _section(cls: type, prefix: str, out: list[str]) -> None:
-    comments = _comments(cls)
+    from callbot.signalling.cli.configfile import field_comments
+
+    comments = field_comments(cls)
     rows, nested = [], []
     for field in dataclasses.fields(cls):
         value = _default(field)

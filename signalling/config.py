@@ -34,7 +34,7 @@ class Limits:
     overload_loop_lag_ms: float = 300.0
     max_call_s: float = 1800.0  # a call is ended after this long
     idle_timeout_s: float = 60.0  # no audio from the caller for this long ends the call
-    disconnect_grace_s: float = 5.0  # no packet at all (RTP or RTCP) from the peer this long
+    disconnect_grace_s: float = 5.0  # no packet at all from the peer this long (RTP, RTCP, SCTP)
     setup_timeout_s: float = 20.0  # offer -> connected
     max_sdp_bytes: int = 64 * 1024
     max_body_bytes: int = 96 * 1024
@@ -173,6 +173,10 @@ class MemorySettings:
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    # HTTPS (browsers give the microphone only to https pages, or http://localhost): a PEM
+    # certificate (chain) and its private key, both or neither; or TLS at a reverse proxy.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
     ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
@@ -204,6 +208,8 @@ class CallbotConfig:
                                   f"{', '.join(SUPPORTED_LANGUAGES)}")
         if not 0 < self.port < 65536:
             raise ConfigError("port: expected 1..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key: give both (or neither)")
         for host in self.ice_hosts or ():
             if not _is_ip(host):
                 raise ConfigError(f"ice_hosts: {host!r} is not an IP address")
@@ -353,6 +359,8 @@ def _is_ip(text: str) -> bool:
 ENV_KEYS = {
     "CALLBOT_HOST": "host",
     "CALLBOT_PORT": "port",
+    "CALLBOT_TLS_CERT": "tls_cert",
+    "CALLBOT_TLS_KEY": "tls_key",
     "CALLBOT_ICE_HOSTS": "ice_hosts",
     "CALLBOT_ICE_PUBLIC_IP": "ice_public_ip",
     "CALLBOT_ICE_REMOTE_NETWORKS": "ice_remote_networks",

@@ -3,13 +3,16 @@ paced voice (and caption video) out, events on a data channel."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcsctptransport import HeartbeatChunk, RTCSctpTransport
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_UNSENT = 256  # events kept until the data channel opens
+# A peer quiet this long is asked to answer (an SCTP HEARTBEAT, which any SCTP stack acks).
+# A receive-only caller (no microphone) sends no RTP, and Chromium sends audio RTCP only every
+# 2.5-7.5 s: without asking, a live text-only caller looks gone after the 5 s grace.
+PROBE_AFTER_S = 1.0
 
 
 class WebRtcTransport:
@@ -53,6 +60,8 @@ class WebRtcTransport:
         self.events_dropped = 0  # not sent: buffer full, or over the peer's size limit
         self._packets_in = -1  # packets received from the peer, as last counted
         self._packets_at = time.monotonic()  # when that count last grew
+        self._probed_at = 0.0  # when a quiet peer was last asked to answer
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def output(self) -> PacedAudioTrack:
@@ -122,11 +131,14 @@ class WebRtcTransport:
             await call.close(f"ice_{state}")
 
     def last_heard(self, now: float) -> float:
-        """When a packet (RTP, RTCP, data channel) last came from the peer.
+        """When a packet (RTP, RTCP, data channel, SCTP ack) last came from the peer.
 
         aiortc has no 'disconnected' state: a peer that vanishes without closing (crash,
-        network loss) only fails ICE consent after ~30 s. A live peer sends RTCP every
-        0.5-1.5 s (aiortc) even when it sends no audio, so silence means it is gone.
+        network loss) only fails ICE consent after ~30 s. A peer with a microphone sends RTP
+        every 20 ms; one without may send only RTCP, seconds apart (Chromium: 2.5-7.5 s), or
+        nothing at all between typed messages. So a peer quiet for `PROBE_AFTER_S` is sent an
+        SCTP HEARTBEAT each second: a live one acks it (a packet counted here), a gone one
+        cannot, and silence past the grace still means it is gone.
         """
         pc = self.pc
         transports = [t.receiver.transport for t in pc.getTransceivers()]
@@ -138,7 +150,28 @@ class WebRtcTransport:
                 received += getattr(stats, "packetsReceived", 0)
         if received != self._packets_in:
             self._packets_in, self._packets_at = received, now
+        elif now - self._packets_at > PROBE_AFTER_S and now - self._probed_at >= PROBE_AFTER_S:
+            self._probed_at = now
+            self._ask_peer(pc.sctp)
         return self._packets_at
+
+    def _ask_peer(self, sctp: RTCSctpTransport | None) -> None:
+        """Send an SCTP HEARTBEAT (RFC 9260 8.3): the peer's stack acks it, whatever its
+        application does. Without a data channel there is nothing to ask: RTCP must do."""
+        if (sctp is None or sctp.state != "connected"
+                or (self._probe is not None and not self._probe.done())):
+            return
+        chunk = HeartbeatChunk()
+        # Heartbeat Info (type 1): opaque to the peer, echoed back in the ack.
+        chunk.params = [(1, os.urandom(8))]
+        self._probe = asyncio.ensure_future(self._send_probe(sctp, chunk))
+
+    @staticmethod
+    async def _send_probe(sctp: RTCSctpTransport, chunk: HeartbeatChunk) -> None:
+        try:
+            await sctp._send_chunk(chunk)  # aiortc has no public heartbeat; its own send path
+        except Exception as exc:  # the transport is closing: the watchdog decides
+            log.debug("heartbeat not sent: %s", exc)
 
     # ---- to the peer ------------------------------------------------------------------------
 
@@ -183,6 +216,8 @@ class WebRtcTransport:
         self._unsent.clear()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         self._output.stop()
         if self.bot_video is not None:
             self.bot_video.stop()

@@ -1,5 +1,5 @@
 """`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
-`callbot kb`, `callbot doctor`."""
+`callbot kb`, `callbot doctor`, `callbot config`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.safety.pii import PiiRedactingFilter
 from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 from callbot.signalling.app import create_app
+from callbot.signalling.cli import configfile
 from callbot.signalling.cli import doctor as doctor_cli
 from callbot.signalling.cli import kb as kb_cli
 from callbot.signalling.cluster.workers import private_advertise, supervise, worker_count
@@ -33,6 +35,10 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8080)")
     p.add_argument("--config", help="TOML or YAML settings file")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate "
+                   "(chain); needs --tls-key (env CALLBOT_TLS_CERT)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key "
+                   "(env CALLBOT_TLS_KEY)")
     p.add_argument("--ice-host", action="append", dest="ice_hosts", metavar="ADDRESS",
                    help="local address offered as ICE host candidate (repeatable; "
                         "env CALLBOT_ICE_HOSTS, comma-separated)")
@@ -84,6 +90,8 @@ def _serve_parser(sub: Any) -> None:
                         "(env CALLBOT_ADVERTISE_URL)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration (secrets masked) and exit")
 
 
 def _engines_parser(sub: Any) -> None:
@@ -104,6 +112,8 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
     flags = {
         "host": args.host,
         "port": args.port,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
         "ice_hosts": args.ice_hosts,
         "ice_public_ip": args.ice_public_ip,
         "limits.max_calls": args.max_calls,
@@ -133,6 +143,19 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
     return with_overrides(config, overrides)
 
 
+def tls_context(config: CallbotConfig) -> ssl.SSLContext | None:
+    """The server's TLS context (None: plain HTTP); ConfigError if the files do not load."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls_cert/tls_key: cannot load {config.tls_cert} with "
+                          f"{config.tls_key}: {exc}") from exc
+    return context
+
+
 async def serve(config: CallbotConfig, *, engines: Engines | None = None,
                 worker_index: int | None = None) -> None:
     """Run one server process (a worker of `--workers N` when `worker_index` is set)."""
@@ -147,14 +170,17 @@ async def serve(config: CallbotConfig, *, engines: Engines | None = None,
     runner = web.AppRunner(app, handle_signals=False)
     print("callbot: loading models...", flush=True)
     await runner.setup()
+    tls = tls_context(config)
     site = GuardedTCPSite(runner, config.host, config.port, limits=config.limits,
-                          reuse_port=True if worker_index is not None else None)
+                          reuse_port=True if worker_index is not None else None,
+                          ssl_context=tls)
     await site.start()
     if private is not None:
         await web.SockSite(runner, private).start()
     host = f"[{config.host}]" if ":" in config.host else config.host
+    scheme = "https" if tls is not None else "http"
     who = f" (worker {worker_index}, pid {os.getpid()})" if worker_index is not None else ""
-    print(f"callbot: ready{who}, open http://{host}:{config.port}/ in a browser", flush=True)
+    print(f"callbot: ready{who}, open {scheme}://{host}:{config.port}/ in a browser", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_parser(sub)
     kb_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
+    configfile.add_parser(sub)
     return parser
 
 
@@ -185,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return kb_cli.main(args)
     if args.command == "doctor":
         return doctor_cli.main(args)
+    if args.command == "config":
+        return configfile.main(args)
     if args.command == "engines":
         _logging(args.log_level)
         settings = EngineSettings(asr_model=args.asr_model, asr_threads=args.asr_threads,
@@ -196,9 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = build_config(args)
             workers = worker_count(args.workers)
+            tls_context(config)  # a bad certificate or key: said now, not after model loading
         except (ConfigError, ValueError) as exc:
             print(f"callbot: bad configuration: {exc}", file=sys.stderr)
             return 2
+        if args.print_config:
+            sys.stdout.write(configfile.effective_toml(config))
+            return 0
         if config.safety.redact_pii:  # phones, e-mails, card numbers never reach the log
             for handler in logging.getLogger().handlers:
                 handler.addFilter(PiiRedactingFilter())

@@ -25,7 +25,7 @@ from callbot.signalling.config import CallbotConfig
 from callbot.signalling.errors import ApiError
 from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 from callbot.signalling.server.auth import Authenticator, Principal
-from callbot.signalling.server.metrics import CallMetrics
+from callbot.signalling.server.metrics import CallCounts, CallMetrics
 from callbot.signalling.server.overload import OverloadMonitor
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ class AppState:
         limits = self.config.limits
         self.overload = OverloadMonitor(limits.overload_queue_ms, limits.overload_loop_lag_ms)
         self.registry = CallRegistry(limits.max_calls, overloaded=lambda: self.overload.reason())
-        self.metrics = CallMetrics(lambda: len(self.registry))
+        self.metrics = CallMetrics(lambda: len(self.registry),
+                                   lambda: (call_counts(c) for c in self.registry.all()))
         self.auth = Authenticator(self.config.auth)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
@@ -139,6 +140,8 @@ class AppState:
 
     async def on_call_closed(self, call: Call) -> None:
         self.registry.discard(call)
+        # In the same step: /metrics sums live calls and ended ones, and must never go back.
+        self.metrics.call_ended(call.close_reason or "unknown", call_counts(call))
         self._owners.pop(call.id, None)
         client = self._clients.pop(call.id, None)
         if client is not None:
@@ -147,12 +150,14 @@ class AppState:
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
         if self.memory is not None:
             self.memory.call_ended(call)
-        output = call.output
-        self.metrics.call_ended(
-            call.close_reason or "unknown", getattr(output, "frames_sent", 0),
-            getattr(output, "frames_late", 0),
-            call.session.onset_pauses, call.session.onset_pauses_resumed,
-        )
+
+
+def call_counts(call: Call) -> CallCounts:
+    output = call.output
+    session = getattr(call, "session", None)  # set by the assembly; absent if it failed
+    return CallCounts(getattr(output, "frames_sent", 0), getattr(output, "frames_late", 0),
+                      getattr(session, "onset_pauses", 0),
+                      getattr(session, "onset_pauses_resumed", 0))
 
 
 STATE = web.AppKey("callbot_state", AppState)
