@@ -18,14 +18,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -40,6 +43,34 @@ TEST_CONFIG = CallbotConfig(
 )
 
 ServerFactory = Callable[..., Awaitable[str]]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for servers a test starts in a subprocess)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+async def raw_request(base: str, head: bytes, parts: list[bytes], pause: float = 0.2
+                      ) -> tuple[int, dict]:
+    """Sends `head`, then each body part after `pause` (stopping once the server has closed),
+    as a real network may deliver a request; returns the status and the JSON answer."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    for part in parts:
+        await writer.drain()
+        await asyncio.sleep(pause)
+        if reader.at_eof():
+            break
+        writer.write(part)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    rest = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    body = rest.split(b"\r\n\r\n", 1)[1]
+    return int(status_line.split()[1]), json.loads(body) if body.strip() else {}
 
 
 @pytest.fixture(autouse=True)

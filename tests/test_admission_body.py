@@ -14,24 +14,10 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from callbot.loadtest.caller import SyntheticCaller
+from tests.conftest import raw_request
 
 PADDED = json.dumps({"type": "offer", "sdp": "not an sdp", "pad": " " * 6000})
 
-
-async def _raw(base: str, head: bytes, parts: list[bytes], pause: float = 0.2) -> tuple[int, dict]:
-    host, port = base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(head)
-    for part in parts:
-        await writer.drain()
-        await asyncio.sleep(pause)
-        writer.write(part)
-    await writer.drain()
-    status_line = await asyncio.wait_for(reader.readline(), 10)
-    rest = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    body = rest.split(b"\r\n\r\n", 1)[1]
-    return int(status_line.split()[1]), json.loads(body) if body.strip() else {}
 
 
 def _head(length: int | None) -> bytes:
@@ -42,7 +28,7 @@ def _head(length: int | None) -> bytes:
 
 async def test_a_body_in_several_segments_is_read_whole(server: str) -> None:
     body = PADDED.encode()
-    status, data = await _raw(server, _head(len(body)), [body[:1000], body[1000:3000],
+    status, data = await raw_request(server, _head(len(body)), [body[:1000], body[1000:3000],
                                                         body[3000:]])
     assert (status, data["error"]["code"]) == (400, "invalid_sdp")  # not invalid_json
 
@@ -51,14 +37,14 @@ async def test_a_chunked_body_is_read_whole(server: str) -> None:
     body = PADDED.encode()
     chunks = [body[i:i + 1500] for i in range(0, len(body), 1500)]
     framed = [f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks] + [b"0\r\n\r\n"]
-    status, data = await _raw(server, _head(None), framed, pause=0.05)
+    status, data = await raw_request(server, _head(None), framed, pause=0.05)
     assert (status, data["error"]["code"]) == (400, "invalid_sdp")
 
 
 async def test_a_chunked_body_over_the_cap_is_413(server: str) -> None:
     chunk = b"[" + b" " * 60_000
     framed = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"] * 2 + [b"0\r\n\r\n"]
-    status, data = await _raw(server, _head(None), framed, pause=0.05)
+    status, data = await raw_request(server, _head(None), framed, pause=0.05)
     assert (status, data["error"]["code"]) == (413, "body_too_large")
 
 

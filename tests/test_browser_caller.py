@@ -13,7 +13,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests import speech
+from tests.conftest import free_port
 from tests.test_browser import ARTIFACTS, _calls, _wait_event, chromium_page, hangup_count
 
 pytestmark = pytest.mark.e2e
@@ -224,17 +224,12 @@ async def test_tab_close_hangs_up(server: str, wav: Path) -> None:
         await other.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module", autouse=True)
 def doomed_server() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A real `callbot serve` process for test_server_gone_is_noticed, started with the
     module (autouse) so that it loads its models while the other tests run."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "callbot", "serve", "--port", str(port), "--ice-host",
          "127.0.0.1"], cwd=ROOT, env=os.environ | {"HF_HUB_OFFLINE": "1"},

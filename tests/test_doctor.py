@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,11 +31,6 @@ def doctor(*args: str, path: str | None = None) -> tuple[int, dict[str, Any]]:
 def by_name(report: dict[str, Any], prefix: str) -> dict[str, Any]:
     return next(c for c in report["checks"] if c["name"].startswith(prefix))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_working_install_says_so() -> None:

@@ -43,7 +43,7 @@ from callbot.signalling.app import create_app
 from callbot.signalling.calls.handle import CallHandle
 from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.config import AuthSettings, KnowledgeSettings, Limits
-from tests.conftest import TEST_CONFIG, ServerFactory
+from tests.conftest import TEST_CONFIG, ServerFactory, raw_request
 
 pytestmark = pytest.mark.e2e
 
@@ -333,24 +333,12 @@ async def _only_call(base: str, transport: str) -> dict[str, Any]:
 async def _raw(base: str, path: str, content_type: str, parts: list[bytes], *,
                length: int | None = None, pause: float = 0.2, token: str = TOKEN_A
                ) -> tuple[int, dict[str, Any]]:
-    host, port = base.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    host = base.removeprefix("http://").split(":")[0]
     size = length if length is not None else sum(len(p) for p in parts)
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-                 f"Authorization: Bearer {token}\r\nContent-Length: {size}\r\n"
-                 f"Connection: close\r\n\r\n".encode())
-    for part in parts:
-        await writer.drain()
-        await asyncio.sleep(pause)
-        if reader.at_eof():
-            break
-        writer.write(part)
-    await writer.drain()
-    status_line = await asyncio.wait_for(reader.readline(), 10)
-    rest = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    body = rest.split(b"\r\n\r\n", 1)[1]
-    return int(status_line.split()[1]), json.loads(body) if body.strip() else {}
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {size}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    return await raw_request(base, head, parts, pause)
 
 
 def _bad_offer(entrance: str) -> tuple[str, bytes]:

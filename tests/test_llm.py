@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from callbot.pipeline.llm.base import ChatMessage, LLMError
 from callbot.pipeline.llm.llama_local import smollm2_gguf_path
 from callbot.pipeline.llm.openai_compat import OpenAICompatibleModel
 from callbot.pipeline.worker import PRIORITY_BACKGROUND, PRIORITY_URGENT, ModelWorker
+from tests.conftest import free_port
 
 QUESTION: list[ChatMessage] = [
     {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
@@ -70,11 +70,6 @@ async def test_closing_the_stream_stops_generation(engines: Engines) -> None:
 
 # ---- OpenAI-compatible client against a real llama-cpp-python server ------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_server(proc: subprocess.Popen[bytes], url: str, log: Path,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from callbot import loadtest
 from tests import speech
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -74,11 +74,6 @@ async def test_loadtest_in_process(server: str, question: speech.Clip, tmp_path:
     assert "v2v_ms" in text and "2 ok, 0 failed" in text and "FAIL" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
@@ -95,7 +90,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> No
 
 
 def test_loadtest_cli_against_subprocess_server(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(

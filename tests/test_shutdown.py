@@ -6,27 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 
 import pytest
 
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.rtc.ice import claim_host_addresses, release_host_addresses
-from tests.conftest import LOOPBACK
+from tests.conftest import LOOPBACK, free_port
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
 
 async def test_sigterm_with_calls_in_flight_exits_0() -> None:
-    port = _free_port()
+    port = free_port()
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callbot", "serve", "--host", LOOPBACK, "--port", str(port),
         "--ice-host", LOOPBACK, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,16 +15,10 @@ import aiohttp
 import pytest
 
 from callbot.signalling import cli
-from tests.conftest import LOOPBACK
+from tests.conftest import LOOPBACK, free_port
 
 pytestmark = pytest.mark.e2e
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 async def test_serve_speaks_https_with_the_given_certificate(
         certificate: tuple[Path, Path]) -> None:
     cert, key = certificate
-    port = _free_port()
+    port = free_port()
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callbot", "serve", "--host", LOOPBACK, "--port", str(port),
         "--ice-host", LOOPBACK, "--asr-model", "tiny.en", "--language", "en",
