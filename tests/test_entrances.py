@@ -51,9 +51,8 @@ TOKEN_A, TOKEN_B = "entrance-token-a", "entrance-token-b"
 LIMITS = Limits(max_calls_per_client=100, call_rate_per_minute=10_000, body_timeout_s=1.0)
 ABUSE = "Fuck you, you stupid machine"
 KNOWLEDGE_QUESTION = "What does a standard service cost?"
-# Words of the one passage that answers it (examples/knowledge/docs, "Prices and rentals").
-PASSAGE_TERMS = ("59", "fifty-nine", "euro", "brakes", "gears", "chain", "safety check",
-                 "wheel truing", "prices and rentals")
+# From the one passage that answers it (examples/knowledge/docs, "Prices and rentals").
+PASSAGE = "costs 59 euros"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -479,18 +478,29 @@ async def test_an_abusive_turn_is_flagged_and_refused(peer: Peer) -> None:
     assert reply.strip() == DEFAULT_REFUSALS["en"]
 
 
-async def test_questions_are_answered_from_the_documents(peer: Peer,
-                                                        house: tuple[str, HookLog]) -> None:
+async def test_questions_are_answered_from_the_documents(
+        peer: Peer, house: tuple[str, HookLog], engines: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     base, log = house
+    prompts: list[str] = []  # what the LLM was given, every turn of this test
+    generate = engines.llm.stream_chat
+
+    def seen(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        prompts.append("\n".join(str(m.get("content")) for m in messages))
+        return generate(messages, **kwargs)
+
+    monkeypatch.setattr(engines.llm, "stream_chat", seen)
     await peer.open()
     call_id = (await _only_call(base, peer.transport))["call_id"]
     mark = len(peer.events)
     peer.type_text(KNOWLEDGE_QUESTION)
-    reply = (await peer.reply(mark)).lower()
+    reply = await peer.reply(mark)
     assert log.retrievals[call_id], "the knowledge base was not searched"
-    # The 135M default model does not always quote the price (even greedy, its output varies
-    # with the cache state): the reply must at least use the passage it was given.
-    assert any(term in reply for term in PASSAGE_TERMS), reply
+    # The passage that answers it reached the LLM with the question. What the 135M default
+    # model makes of it varies (even greedy, with the cache state and the prompt): the
+    # entrance's part is to search and hand the passage over, and the bot answers.
+    assert any(PASSAGE in prompt and KNOWLEDGE_QUESTION in prompt for prompt in prompts), prompts
+    assert reply.strip()
 
 
 async def test_calls_are_listed_owner_scoped_and_hooked(peer: Peer,
