@@ -50,9 +50,11 @@ pytestmark = pytest.mark.e2e
 TOKEN_A, TOKEN_B = "entrance-token-a", "entrance-token-b"
 LIMITS = Limits(max_calls_per_client=100, call_rate_per_minute=10_000, body_timeout_s=1.0)
 ABUSE = "Fuck you, you stupid machine"
-KNOWLEDGE_QUESTION = "What does a standard service cost?"
+# Not test_knowledge_call's question: the LLM's state cache is shared by the session's tests,
+# and a cached prefix of the very same prompt changes the 135M model's greedy answer there.
+KNOWLEDGE_QUESTION = "How much does it cost to fix a flat tyre?"
 # From the one passage that answers it (examples/knowledge/docs, "Prices and rentals").
-PASSAGE = "costs 59 euros"
+PASSAGE = "Fixing a flat tyre costs 15 euros"
 
 
 def bearer(token: str) -> dict[str, str]:
