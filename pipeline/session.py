@@ -26,6 +26,7 @@ from . import events as ev
 from .asr.prompt import asr_prompt
 from .audio import FRAME_MS
 from .augment import ContextSource, TurnRequest, gather_context
+from .backchannel import is_backchannel
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
@@ -98,6 +99,10 @@ class VoiceSession:
         self._held_at: int | None = None  # segmenter frame at which the bot's voice was held
         self.onset_pauses = 0  # times the bot's voice paused at a voice onset
         self.onset_pauses_resumed = 0  # ... and went on: no speech followed (a false alarm)
+        # The caller's current segment began over the bot, which is paused until the words
+        # are judged (a backchannel lets it go on; see _judge_overlap).
+        self._overlap = False
+        self.backchannels = 0  # overlaps judged backchannels: the bot went on
         self._closed = False
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
@@ -115,7 +120,7 @@ class VoiceSession:
         if self._closed:
             return
         event = self._segmenter.feed(frame)
-        if self._held_at is not None and event is not SegmentEvent.STARTED:
+        if self._held_at is not None and event is not SegmentEvent.STARTED and not self._overlap:
             self._maybe_resume()
         if event is SegmentEvent.ONSET:
             self._hold_for_onset()
@@ -134,6 +139,9 @@ class VoiceSession:
             if self._segmenter.paused:
                 self._maybe_end_turn()
             else:
+                if (self._overlap and self._segmenter.segment_ms
+                        >= self.settings.interruption.backchannel_max_ms):
+                    self._end_overlap(interrupt=True)  # too long for "mm-hmm"
                 self._maybe_partial()
 
     def submit_text(self, text: str, *, look: bool = False) -> None:
@@ -249,10 +257,48 @@ class VoiceSession:
         self._partial_at_ms = 0
         self._partials_skipped = 0
         self._send(ev.SpeechStarted())
-        if self._active is not None and self.settings.interruption.enabled:
+        interruption = self.settings.interruption
+        if self._active is not None and interruption.enabled:
+            if interruption.backchannels:
+                # Keep the bot paused, not stopped, until the words say which it is: the
+                # caller hears it stop as soon as before, and "mm-hmm" costs no reply.
+                self._overlap = True
+                if self._held_at is None:
+                    self._output.hold()
+                    self._held_at = self._segmenter.frames_seen
+                return
             self._interrupt("barge_in")
         self._release_hold()  # after a clear there is nothing left to resume
         self._set_state("listening")
+
+    def _end_overlap(self, *, interrupt: bool) -> None:
+        """The speech over the bot is judged: a real interruption stops the reply (as a
+        barge-in always did), a backchannel lets it go on from where it paused."""
+        if not self._overlap:
+            return
+        self._overlap = False
+        if interrupt:
+            self._interrupt("barge_in")
+            self._set_state("listening")
+        else:
+            self.backchannels += 1
+            self._release_hold()
+
+    def _judge_overlap(self, turn: Turn, text: str) -> bool:
+        """`turn` transcribed the caller's speech over the bot. True: it was a backchannel,
+        the turn is dropped and the bot goes on. False: the bot has stopped and the turn is
+        answered; it sees the history as it is now (with what was heard of the reply)."""
+        if is_backchannel(text) and not turn.committed and self._pending is turn:
+            log.debug("backchannel over the bot: %r", text)
+            self._pending = None
+            self._segmenter.close()
+            self._cancel_partial()
+            self._send(ev.SpeechStopped())
+            self._end_overlap(interrupt=False)
+            return True
+        self._end_overlap(interrupt=True)
+        turn.history_len = len(self.history)
+        return False
 
     def _hold_for_onset(self) -> None:
         """A voice may be starting over the bot: pause its voice now, ~80 ms before the
@@ -317,6 +363,12 @@ class VoiceSession:
 
     def _commit(self, *, close_segment: bool = True) -> None:
         """The turn is over: say what was heard and let the speculative answer play."""
+        if self._overlap:
+            # Over before its words are known (or with none): stop the bot as a barge-in did.
+            # A backchannel transcript is judged in _transcribe_and_reply before this.
+            self._end_overlap(interrupt=True)
+            if self._pending is not None:
+                self._pending.history_len = len(self.history)
         turn, self._pending = self._pending, None
         if close_segment:
             self._segmenter.close()
@@ -353,6 +405,7 @@ class VoiceSession:
         self._send(ev.TranscriptFinal(text=text, turn_id=turn.id))
 
     def _interrupt(self, reason: str) -> None:
+        self._overlap = False
         turn, self._active = self._active, None
         if turn is None:
             return
@@ -399,6 +452,8 @@ class VoiceSession:
                 prompt=asr_prompt(self.history, len(self.history)),
             )
             if result.text and self._segmenter.in_segment:
+                if self._overlap and not is_backchannel(result.text):
+                    self._end_overlap(interrupt=True)  # words, not "mm-hmm": stop the bot now
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
         except asyncio.CancelledError:
             raise
@@ -425,6 +480,8 @@ class VoiceSession:
             turn.timings["asr_ms"] = (time.perf_counter() - started) * 1000
             turn.mark("transcript")
             turn.user_text = result.text
+            if self._overlap and self._judge_overlap(turn, result.text):
+                return  # a backchannel: the bot goes on, nothing to answer
             turn.transcript_ready.set()
             if turn.committed:  # the silence outran the transcription
                 if not self._with_carry_over(result.text):

@@ -122,9 +122,14 @@ class InterruptionSettings:
     # follows within resume_after_ms; confirmed speech then stops the reply as before.
     pause_on_onset: bool = True
     resume_after_ms: int = 300
+    # Speech over the bot keeps it paused (not stopped) until it is judged: a backchannel
+    # ("mm-hmm", "yeah", a cough; pipeline/backchannel.py) lets it go on where it paused, a
+    # real interruption stops it. Longer than backchannel_max_ms is a real interruption at once.
+    backchannels: bool = True
+    backchannel_max_ms: int = 1200
 
     def __post_init__(self) -> None:
-        _positive(self, "resume_after_ms")
+        _positive(self, "resume_after_ms", "backchannel_max_ms")
 
 
 @dataclass(frozen=True)
