@@ -28,14 +28,14 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # "say", "pause", "barge_in"
+    kind: str  # "say", "pause", "barge_in", "backchannel"
     path: str = ""
     text: str | None = None
     seconds: float = 0.0
 
     @property
     def is_turn(self) -> bool:
-        return self.kind in ("say", "barge_in")
+        return self.kind in ("say", "barge_in", "backchannel")
 
 
 @dataclass
@@ -85,9 +85,9 @@ def parse_scenario(data: Any, base: Path = Path(".")) -> list[Step]:
         where = f"step {i + 1}"
         if not isinstance(raw, dict):
             raise ScenarioError(f"{where}: expected an object like {{\"say\": \"clip.wav\"}}")
-        kinds = [k for k in ("say", "pause", "barge_in") if k in raw]
+        kinds = [k for k in ("say", "pause", "barge_in", "backchannel") if k in raw]
         if len(kinds) != 1:
-            raise ScenarioError(f"{where}: needs exactly one of say, pause, barge_in")
+            raise ScenarioError(f"{where}: needs exactly one of say, pause, barge_in, backchannel")
         kind = kinds[0]
         text = raw.get("text")
         if text is not None and not isinstance(text, str):
