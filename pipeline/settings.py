@@ -157,7 +157,17 @@ class ReplySettings:
 
 
 @dataclass(frozen=True)
+class EchoSettings:
+    """Server-side echo cancellation (pipeline/echo.py, WebRTC AEC3): the bot's own voice
+    coming back through a caller's speakerphone is taken out before VAD and ASR."""
+
+    enabled: bool = False  # off by default until bench.echo shows clean calls keep their figures
+    stream_delay_ms: int = 0  # a hint only; AEC3 estimates the echo path's delay itself
+
+
+@dataclass(frozen=True)
 class TurnSettings:
     endpointing: EndpointingSettings = field(default_factory=EndpointingSettings)
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
     reply: ReplySettings = field(default_factory=ReplySettings)
+    echo: EchoSettings = field(default_factory=EchoSettings)
