@@ -31,6 +31,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ice-host", action="append", dest="ice_hosts", metavar="ADDRESS",
                    help="local address the callers offer as ICE candidate (default: 127.0.0.1 "
                         "for a loopback URL, otherwise every local address)")
+    p.add_argument("--echo-db", type=float, metavar="DB",
+                   help="speakerphone caller: the bot's voice back into the microphone this "
+                        "many dB down (e.g. -10)")
+    p.add_argument("--echo-delay-ms", type=float, default=120.0, metavar="MS",
+                   help="... this late (default 120)")
 
 
 def options_from_args(args: argparse.Namespace) -> LoadOptions:
@@ -41,7 +46,8 @@ def options_from_args(args: argparse.Namespace) -> LoadOptions:
     return LoadOptions(url=args.url, calls=args.calls, procs=args.procs, ramp_s=args.ramp,
                        turns=args.turns, scenario=scenario, max_p95_ms=args.max_p95_ms,
                        ice_hosts=tuple(args.ice_hosts) if args.ice_hosts
-                       else default_ice_hosts(args.url))
+                       else default_ice_hosts(args.url),
+                       echo_db=args.echo_db, echo_delay_ms=args.echo_delay_ms)
 
 
 def default_ice_hosts(url: str) -> tuple[str, ...] | None:

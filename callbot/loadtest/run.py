@@ -61,6 +61,9 @@ async def run_call(index: int, options: LoadOptions, plan: Sequence[Step],
                               "turns": [], "gaps": 0, "call_id": None}
     started = time.monotonic()
     caller = SyntheticCaller(options.url, keep_audio=False)
+    if options.echo_db is not None:
+        caller.mic.echo_gain = 10 ** (options.echo_db / 20)
+        caller.mic.echo_delay_s = options.echo_delay_ms / 1000
     clips: dict[str, tuple[np.ndarray, int]] = {}
 
     def clip(path: str) -> tuple[np.ndarray, int]:

@@ -49,6 +49,10 @@ class LoadOptions:
     max_p95_ms: float | None = None
     ice_hosts: tuple[str, ...] | None = None
     echo: bool = False  # transport-only server: it echoes, it does not answer
+    # A speakerphone caller: the bot's voice back into the caller's microphone this many dB
+    # down (None: no echo), this late.
+    echo_db: float | None = None
+    echo_delay_ms: float = 120.0
     hangup_delay_s: float = 0.3
 
 
