@@ -22,6 +22,7 @@ import numpy as np
 
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.echo import EchoCanceller
+from callbot.rtc.ice import restrict_host_addresses
 from tests import speech
 
 from .common import ServerProcess, save, table
@@ -105,6 +106,7 @@ def aec_cpu() -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    restrict_host_addresses(("127.0.0.1",))  # loopback ICE, like the load test
     levels = (-10.0,) if args.quick else (-20.0, -10.0, -6.0)
     delays = (120.0,) if args.quick else (50.0, 120.0, 250.0)
     out: dict[str, Any] = {"self_interruption": [], "backchannel": [], "barge_in": {}}
