@@ -103,6 +103,9 @@ class VoiceSession:
         # are judged (a backchannel lets it go on; see _judge_overlap).
         self._overlap = False
         self.backchannels = 0  # overlaps judged backchannels: the bot went on
+        # The sentence the bot was saying when an overlap stopped it before its words were
+        # known: said again if they turn out to need no answer ("yeah yeah, right, okay").
+        self._cut_sentence: str | None = None
         self._closed = False
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
@@ -271,15 +274,19 @@ class VoiceSession:
         self._release_hold()  # after a clear there is nothing left to resume
         self._set_state("listening")
 
-    def _end_overlap(self, *, interrupt: bool) -> None:
+    def _end_overlap(self, *, interrupt: bool, words_known: bool = False) -> None:
         """The speech over the bot is judged: a real interruption stops the reply (as a
         barge-in always did), a backchannel lets it go on from where it paused."""
         if not self._overlap:
             return
         self._overlap = False
         if interrupt:
+            active = self._active
+            dropped = self._output.pending_seconds()
             self._interrupt("barge_in")
             self._set_state("listening")
+            if active is not None and not words_known:
+                self._cut_sentence = _sentence_at(active, dropped)
         else:
             self.backchannels += 1
             self._release_hold()
@@ -296,9 +303,28 @@ class VoiceSession:
             self._send(ev.SpeechStopped())
             self._end_overlap(interrupt=False)
             return True
-        self._end_overlap(interrupt=True)
+        self._end_overlap(interrupt=True, words_known=True)
         turn.history_len = len(self.history)
         return False
+
+    def _finish_cut_sentence(self, turn: Turn, text: str) -> bool:
+        """The overlap that stopped the bot needed no answer after all: drop its turn and
+        say the cut sentence again instead of going silent. True when it did."""
+        sentence, self._cut_sentence = self._cut_sentence, None
+        if sentence is None or not is_backchannel(text):
+            return False
+        if self._pending is turn:
+            self._pending = None
+            self._segmenter.close()
+            self._cancel_partial()
+            self._send(ev.SpeechStopped())
+        elif self._active is turn:
+            self._active = None
+        else:
+            return False
+        self.backchannels += 1
+        self.say(sentence)
+        return True
 
     def _hold_for_onset(self) -> None:
         """A voice may be starting over the bot: pause its voice now, ~80 ms before the
@@ -406,6 +432,7 @@ class VoiceSession:
 
     def _interrupt(self, reason: str) -> None:
         self._overlap = False
+        self._cut_sentence = None
         turn, self._active = self._active, None
         if turn is None:
             return
@@ -453,7 +480,8 @@ class VoiceSession:
             )
             if result.text and self._segmenter.in_segment:
                 if self._overlap and not is_backchannel(result.text):
-                    self._end_overlap(interrupt=True)  # words, not "mm-hmm": stop the bot now
+                    # Words, not "mm-hmm": stop the bot now.
+                    self._end_overlap(interrupt=True, words_known=True)
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
         except asyncio.CancelledError:
             raise
@@ -482,6 +510,8 @@ class VoiceSession:
             turn.user_text = result.text
             if self._overlap and self._judge_overlap(turn, result.text):
                 return  # a backchannel: the bot goes on, nothing to answer
+            if self._cut_sentence is not None and self._finish_cut_sentence(turn, result.text):
+                return
             turn.transcript_ready.set()
             if turn.committed:  # the silence outran the transcription
                 if not self._with_carry_over(result.text):
@@ -739,3 +769,14 @@ class VoiceSession:
             self._emit(event)
         except Exception:  # an event that cannot be delivered must not break the turn
             log.exception("could not deliver event %s", event.type)
+
+
+def _sentence_at(turn: Turn, dropped_seconds: float) -> str | None:
+    """The sentence `turn` was in the middle of when `dropped_seconds` of its queued audio
+    were dropped (None: it was between sentences or done)."""
+    heard = sum(seconds for _, seconds in turn.played) - dropped_seconds
+    for text, seconds in turn.played:
+        if 0.05 < heard < seconds - 0.05:
+            return text
+        heard -= seconds
+    return None

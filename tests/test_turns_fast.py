@@ -438,3 +438,24 @@ async def test_backchannels_can_be_turned_off() -> None:
         await rec.wait_for("response.interrupted", 1)
     finally:
         await session.close()
+
+
+async def test_a_long_overlap_that_needed_no_answer_lets_the_bot_finish_its_sentence() -> None:
+    # "Yeah yeah, right, okay" runs past backchannel_max_ms: the bot stops before the words
+    # are known; once they are, it says the sentence it was cut in again instead of going
+    # silent, and nothing is answered.
+    reply = "Spiders have eight legs and many eyes, and they spin silk webs to catch insects."
+    session, rec, output = await talking([QUESTION, "Yeah yeah, right, okay."], reply)
+    try:
+        await feed(session, silence_frames(300))
+        await feed(session, voice_frames(1400) + silence_frames(400))
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in"
+        await rec.wait_for("metrics", 8)
+        assert [f["text"] for f in rec.all("transcript.final")] == [QUESTION]
+        assert session.backchannels == 1
+        said_again = session.history[-1]
+        assert said_again["role"] == "assistant" and said_again["content"] in reply
+        assert said_again["content"] and len(output.clears) == 1
+    finally:
+        await session.close()
