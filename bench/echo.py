@@ -44,24 +44,32 @@ async def _call(url: str, db: float | None, delay_ms: float) -> SyntheticCaller:
     return caller
 
 
-async def self_interrupts(url: str, db: float, delay_ms: float) -> bool:
-    """Does a long reply stop itself within WATCH_S over this echo?"""
-    caller = await _call(url, db, delay_ms)
+async def self_interrupts(url: str, db: float, delay_ms: float) -> dict[str, Any]:
+    """Does a long reply stop itself within WATCH_S over this echo? (and what it heard)"""
+    try:
+        caller = await _call(url, db, delay_ms)
+    except Exception as exc:  # the busy machine's LLM timed out: not a figure
+        return {"cut": None, "error": repr(exc)[:120]}
     try:
         deadline = time.monotonic() + WATCH_S
         while time.monotonic() < deadline:
             if caller.events_of("response.interrupted"):
-                return True
+                await asyncio.sleep(2.0)
+                heard = [e["text"] for e in caller.events_of("transcript.final")[1:]]
+                return {"cut": True, "heard": heard}
             if caller.events_of("response.audio.done"):
-                return False
+                break
             await asyncio.sleep(0.05)
-        return False
+        return {"cut": False}
     finally:
         await caller.hangup()
 
 
-async def backchannel(url: str, text: str, db: float | None) -> bool:
-    caller = await _call(url, db, 120)
+async def backchannel(url: str, text: str, db: float | None) -> bool | None:
+    try:
+        caller = await _call(url, db, 120)
+    except Exception:  # the busy machine's LLM timed out: not a figure
+        return None
     try:
         await asyncio.sleep(1.5)
         clip = speech.espeak(text, 48_000)
@@ -75,7 +83,10 @@ async def backchannel(url: str, text: str, db: float | None) -> bool:
 
 async def barge_in(url: str, db: float | None) -> float | None:
     """ms from the caller's first word to the bot's silence, heard at the caller."""
-    caller = await _call(url, db, 120)
+    try:
+        caller = await _call(url, db, 120)
+    except Exception:
+        return None
     try:
         await asyncio.sleep(1.5)
         clip = speech.espeak("Wait, stop please.", 48_000)
@@ -108,19 +119,20 @@ def aec_cpu() -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     restrict_host_addresses(("127.0.0.1",))  # loopback ICE, like the load test
     levels = (-10.0,) if args.quick else (-20.0, -10.0, -6.0)
-    delays = (120.0,) if args.quick else (50.0, 120.0, 250.0)
+    delays = (120.0,) if args.quick else (50.0, 250.0)
     out: dict[str, Any] = {"self_interruption": [], "backchannel": [], "barge_in": {}}
     for name, toml in (("echo_on", ECHO_ON), ("echo_off", "")):
         with ServerProcess(toml=toml) as server:
             for db in levels:
                 for delay in delays:
-                    if name == "echo_off" and (db, delay) != (-10.0, 120.0):
+                    if name == "echo_off" and db != -10.0:
                         continue  # the baseline only where the issue was reported
-                    cut = [await self_interrupts(server.url, db, delay)
-                           for _ in range(args.trials)]
+                    runs = [await self_interrupts(server.url, db, delay)
+                            for _ in range(args.trials)]
+                    cut = [r["cut"] for r in runs if r["cut"] is not None]
                     out["self_interruption"].append(
                         {"server": name, "db": db, "delay_ms": delay, "cut": sum(cut),
-                         "calls": len(cut)})
+                         "calls": len(cut), "runs": runs})
                     print(name, db, delay, cut, flush=True)
             if name == "echo_on":
                 for text in BACKCHANNELS:
@@ -144,7 +156,8 @@ def report(out: dict[str, Any]) -> str:
     text = "Self-interruption (long reply cut by its own echo within 8 s)\n"
     text += table(["server", "echo dB", "delay ms", "cut"], rows)
     bc = out["backchannel"]
-    text += f"\n\nBackchannels that did not stop the bot: {sum(b['ok'] for b in bc)}/{len(bc)}"
+    done = [b for b in bc if b["ok"] is not None]
+    text += f"\n\nBackchannels that did not stop the bot: {sum(b['ok'] for b in done)}/{len(done)}"
     rows = []
     for key, values in out["barge_in"].items():
         got = [v for v in values if v is not None]
