@@ -26,6 +26,7 @@ from . import events as ev
 from .asr.prompt import asr_prompt
 from .audio import FRAME_MS
 from .augment import ContextSource, TurnRequest, gather_context
+from .backchannel import is_backchannel
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
@@ -100,6 +101,13 @@ class VoiceSession:
         self._held_at: int | None = None  # segmenter frame at which the bot's voice was held
         self.onset_pauses = 0  # times the bot's voice paused at a voice onset
         self.onset_pauses_resumed = 0  # ... and went on: no speech followed (a false alarm)
+        # The caller's current segment began over the bot, which is paused until the words
+        # are judged (a backchannel lets it go on; see _judge_overlap).
+        self._overlap = False
+        self.backchannels = 0  # overlaps judged backchannels: the bot went on
+        # The sentence the bot was saying when an overlap stopped it before its words were
+        # known: said again if they turn out to need no answer ("yeah yeah, right, okay").
+        self._cut_sentence: str | None = None
         self._closed = False
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
@@ -117,7 +125,7 @@ class VoiceSession:
         if self._closed:
             return
         event = self._segmenter.feed(frame)
-        if self._held_at is not None and event is not SegmentEvent.STARTED:
+        if self._held_at is not None and event is not SegmentEvent.STARTED and not self._overlap:
             self._maybe_resume()
         if event is SegmentEvent.ONSET:
             self._hold_for_onset()
@@ -136,6 +144,9 @@ class VoiceSession:
             if self._segmenter.paused:
                 self._maybe_end_turn()
             else:
+                if (self._overlap and self._segmenter.segment_ms
+                        >= self.settings.interruption.backchannel_max_ms):
+                    self._end_overlap(interrupt=True)  # too long for "mm-hmm"
                 self._maybe_partial()
 
     def submit_text(self, text: str, *, look: bool = False) -> None:
@@ -251,10 +262,71 @@ class VoiceSession:
         self._partial_at_ms = 0
         self._partials_skipped = 0
         self._send(ev.SpeechStarted())
-        if self._active is not None and self.settings.interruption.enabled:
+        interruption = self.settings.interruption
+        if self._active is not None and interruption.enabled:
+            if interruption.backchannels:
+                # Keep the bot paused, not stopped, until the words say which it is: the
+                # caller hears it stop as soon as before, and "mm-hmm" costs no reply.
+                self._overlap = True
+                if self._held_at is None:
+                    self._output.hold()
+                    self._held_at = self._segmenter.frames_seen
+                return
             self._interrupt("barge_in")
         self._release_hold()  # after a clear there is nothing left to resume
         self._set_state("listening")
+
+    def _end_overlap(self, *, interrupt: bool, words_known: bool = False) -> None:
+        """The speech over the bot is judged: a real interruption stops the reply (as a
+        barge-in always did), a backchannel lets it go on from where it paused."""
+        if not self._overlap:
+            return
+        self._overlap = False
+        if interrupt:
+            active = self._active
+            dropped = self._output.pending_seconds()
+            self._interrupt("barge_in")
+            self._set_state("listening")
+            if active is not None and not words_known:
+                self._cut_sentence = _sentence_at(active, dropped)
+        else:
+            self.backchannels += 1
+            self._release_hold()
+
+    def _judge_overlap(self, turn: Turn, text: str) -> bool:
+        """`turn` transcribed the caller's speech over the bot. True: it was a backchannel,
+        the turn is dropped and the bot goes on. False: the bot has stopped and the turn is
+        answered; it sees the history as it is now (with what was heard of the reply)."""
+        if is_backchannel(text) and not turn.committed and self._pending is turn:
+            log.debug("backchannel over the bot: %r", text)
+            self._pending = None
+            self._segmenter.close()
+            self._cancel_partial()
+            self._send(ev.SpeechStopped())
+            self._end_overlap(interrupt=False)
+            return True
+        self._end_overlap(interrupt=True, words_known=True)
+        turn.history_len = len(self.history)
+        return False
+
+    def _finish_cut_sentence(self, turn: Turn, text: str) -> bool:
+        """The overlap that stopped the bot needed no answer after all: drop its turn and
+        say the cut sentence again instead of going silent. True when it did."""
+        sentence, self._cut_sentence = self._cut_sentence, None
+        if sentence is None or not is_backchannel(text):
+            return False
+        if self._pending is turn:
+            self._pending = None
+            self._segmenter.close()
+            self._cancel_partial()
+            self._send(ev.SpeechStopped())
+        elif self._active is turn:
+            self._active = None
+        else:
+            return False
+        self.backchannels += 1
+        self.say(sentence)
+        return True
 
     def _hold_for_onset(self) -> None:
         """A voice may be starting over the bot: pause its voice now, ~80 ms before the
@@ -319,6 +391,12 @@ class VoiceSession:
 
     def _commit(self, *, close_segment: bool = True) -> None:
         """The turn is over: say what was heard and let the speculative answer play."""
+        if self._overlap:
+            # Over before its words are known (or with none): stop the bot as a barge-in did.
+            # A backchannel transcript is judged in _transcribe_and_reply before this.
+            self._end_overlap(interrupt=True)
+            if self._pending is not None:
+                self._pending.history_len = len(self.history)
         turn, self._pending = self._pending, None
         if close_segment:
             self._segmenter.close()
@@ -355,6 +433,8 @@ class VoiceSession:
         self._send(ev.TranscriptFinal(text=text, turn_id=turn.id))
 
     def _interrupt(self, reason: str) -> None:
+        self._overlap = False
+        self._cut_sentence = None
         turn, self._active = self._active, None
         if turn is None:
             return
@@ -401,6 +481,9 @@ class VoiceSession:
                 prompt=asr_prompt(self.history, len(self.history)),
             )
             if result.text and self._segmenter.in_segment:
+                if self._overlap and not is_backchannel(result.text):
+                    # Words, not "mm-hmm": stop the bot now.
+                    self._end_overlap(interrupt=True, words_known=True)
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
         except asyncio.CancelledError:
             raise
@@ -427,6 +510,10 @@ class VoiceSession:
             turn.timings["asr_ms"] = (time.perf_counter() - started) * 1000
             turn.mark("transcript")
             turn.user_text = result.text
+            if self._overlap and self._judge_overlap(turn, result.text):
+                return  # a backchannel: the bot goes on, nothing to answer
+            if self._cut_sentence is not None and self._finish_cut_sentence(turn, result.text):
+                return
             turn.transcript_ready.set()
             if turn.committed:  # the silence outran the transcription
                 if not self._with_carry_over(result.text):
@@ -729,3 +816,14 @@ class VoiceSession:
             self._emit(event)
         except Exception:  # an event that cannot be delivered must not break the turn
             log.exception("could not deliver event %s", event.type)
+
+
+def _sentence_at(turn: Turn, dropped_seconds: float) -> str | None:
+    """The sentence `turn` was in the middle of when `dropped_seconds` of its queued audio
+    were dropped (None: it was between sentences or done)."""
+    heard = sum(seconds for _, seconds in turn.played) - dropped_seconds
+    for text, seconds in turn.played:
+        if 0.05 < heard < seconds - 0.05:
+            return text
+        heard -= seconds
+    return None

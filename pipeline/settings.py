@@ -126,9 +126,14 @@ class InterruptionSettings:
     # follows within resume_after_ms; confirmed speech then stops the reply as before.
     pause_on_onset: bool = True
     resume_after_ms: int = 300
+    # Speech over the bot keeps it paused (not stopped) until it is judged: a backchannel
+    # ("mm-hmm", "yeah", a cough; pipeline/backchannel.py) lets it go on where it paused, a
+    # real interruption stops it. Longer than backchannel_max_ms is a real interruption at once.
+    backchannels: bool = True
+    backchannel_max_ms: int = 1200
 
     def __post_init__(self) -> None:
-        _positive(self, "resume_after_ms")
+        _positive(self, "resume_after_ms", "backchannel_max_ms")
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,17 @@ class ReplySettings:
 
 
 @dataclass(frozen=True)
+class EchoSettings:
+    """Server-side echo cancellation (pipeline/echo.py, WebRTC AEC3): the bot's own voice
+    coming back through a caller's speakerphone is taken out before VAD and ASR."""
+
+    enabled: bool = False  # off by default until bench.echo shows clean calls keep their figures
+    stream_delay_ms: int = 0  # a hint only; AEC3 estimates the echo path's delay itself
+
+
+@dataclass(frozen=True)
 class TurnSettings:
     endpointing: EndpointingSettings = field(default_factory=EndpointingSettings)
     interruption: InterruptionSettings = field(default_factory=InterruptionSettings)
     reply: ReplySettings = field(default_factory=ReplySettings)
+    echo: EchoSettings = field(default_factory=EchoSettings)

@@ -48,6 +48,9 @@ class PacedAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.frames_late = 0
         self.voice_frames_sent = 0
+        # Called with every frame as it is sent (silence too), at WEBRTC_RATE: the far-end
+        # reference of the call's echo canceller is what the caller was actually sent.
+        self.on_sent: list[Callable[[np.ndarray, int], None]] = []
 
     # -- the pipeline's side (pipeline.session.AudioOutput) --
 
@@ -96,6 +99,11 @@ class PacedAudioTrack(MediaStreamTrack):
             elif now - due > LATE_FRAME_S:
                 self.frames_late += 1
         samples = self._take(FRAME_SAMPLES)
+        for listener in self.on_sent:
+            try:
+                listener(samples, WEBRTC_RATE)
+            except Exception:  # a listener's bug must not silence the bot
+                log.exception("on_sent listener failed")
         frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(samples.tobytes())
         frame.pts = self._pts

@@ -134,3 +134,23 @@ def test_header_flag_is_parsed_and_checked() -> None:
     for bad in ("no-colon", ": empty name"):
         with pytest.raises(ScenarioError):
             parse_headers([bad])
+
+
+async def test_a_caller_saying_yeah_over_the_reply_does_not_stop_it(
+        server: str, tmp_path: Path) -> None:
+    """A real call: the synthetic caller asks for a long answer, then says "Yeah." over it
+    (the `backchannel` step): the bot pauses, hears a backchannel and goes on."""
+    ask = speech.espeak("Tell me about spiders, their legs, eyes and webs, in detail.",
+                        48_000).padded(0.5, 1.5)
+    yeah = speech.espeak("Yeah.", 48_000).padded(0.1, 0.4)
+    ask.write_wav(tmp_path / "ask.wav")
+    yeah.write_wav(tmp_path / "yeah.wav")
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps([{"say": "ask.wav"}, {"backchannel": "yeah.wav"}]))
+    options = loadtest.LoadOptions(url=server, calls=1, scenario=loadtest.load_scenario(scenario),
+                                   ice_hosts=("127.0.0.1",))
+    report = await loadtest.run_loadtest(options)
+    result = report["results"][0]
+    assert result["ok"], result["reason"]
+    turn = result["turns"][1]
+    assert turn["kind"] == "backchannel" and turn["backchannel_ok"], turn

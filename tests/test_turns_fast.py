@@ -121,6 +121,8 @@ async def test_barge_in_stops_the_bot_and_keeps_what_was_heard() -> None:
     try:
         await feed(session, silence_frames(400))  # ~0.4 s of the reply is heard
         await feed(session, voice_frames(200))
+        assert output.held  # silent at once; stopped once the words are known (not "mm-hmm")
+        await feed(session, silence_frames(300))
         interrupted = await rec.wait_for("response.interrupted", 1)
         assert interrupted["reason"] == "barge_in"
         assert output.clears and output.clears[-1] > 0.5  # the rest was dropped unheard
@@ -322,7 +324,7 @@ async def test_a_voice_onset_pauses_the_bot_at_once_and_speech_then_stops_it() -
         await feed(session, voice_frames(40))  # 40 ms of voice: not yet a segment
         assert output.held and output.holds == 1
         assert "response.interrupted" not in rec.names()
-        await feed(session, voice_frames(200))  # it was speech: the reply stops
+        await feed(session, voice_frames(200) + silence_frames(300))  # speech: the reply stops
         interrupted = await rec.wait_for("response.interrupted", 1)
         assert interrupted["reason"] == "barge_in"
         assert not output.held and output.clears[-1] > 0.5
@@ -358,7 +360,102 @@ async def test_pausing_on_onsets_can_be_turned_off() -> None:
     try:
         await feed(session, voice_frames(60))
         assert output.holds == 0
+        await feed(session, voice_frames(200) + silence_frames(300))
+        await rec.wait_for("response.interrupted", 1)
+    finally:
+        await session.close()
+
+
+async def test_a_backchannel_over_the_bot_does_not_stop_it() -> None:
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    session, rec, output = await talking([QUESTION, "Mm-hmm."], reply)
+    try:
+        await feed(session, silence_frames(300))
+        await feed(session, voice_frames(400))  # "mm-hmm" over the bot: it pauses at once
+        assert output.held
+        left = output.pending_seconds()
+        await feed(session, silence_frames(300))  # judged a backchannel: the bot goes on
+        assert not output.held and not output.clears and output.pending_seconds() < left + 0.01
+        assert session.backchannels == 1
+        metrics = await rec.wait_for("metrics", 8)
+        assert metrics["turn_id"] == 1
+        assert "response.interrupted" not in rec.names()
+        assert [f["text"] for f in rec.all("transcript.final")] == [QUESTION]
+        assert session.history[-1] == {"role": "assistant", "content": reply}
+        assert [m["role"] for m in session.history] == ["system", "user", "assistant"]
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize("said", ["Yeah, okay.", "嗯，对。", "Sí, vale.", "D'accord.", "Ja, genau.",
+                                  "(laughs)"])
+async def test_backchannels_in_every_language_let_the_bot_go_on(said: str) -> None:
+    session, rec, output = await talking([QUESTION, said],
+                                         "Spiders have eight legs and many eyes, you know.")
+    try:
+        await feed(session, voice_frames(300) + silence_frames(300))
+        assert session.backchannels == 1 and not output.held
+        assert "response.interrupted" not in rec.names()
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize("said", ["Wait.", "Okay, but what about cats?", "Yeah, stop."])
+async def test_a_real_interruption_still_stops_the_bot(said: str) -> None:
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    session, rec, output = await talking([QUESTION, said], reply)
+    try:
+        await feed(session, silence_frames(300))
+        await feed(session, voice_frames(300) + silence_frames(300))
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in" and output.clears
+        assert session.backchannels == 0
+        # The new turn is answered, after what was heard of the reply.
+        await feed(session, silence_frames(1200))
+        assert [f["text"] for f in rec.all("transcript.final")] == [QUESTION, said]
+        assert [m["role"] for m in session.history][:4] == ["system", "user", "assistant", "user"]
+    finally:
+        await session.close()
+
+
+async def test_a_long_overlap_stops_the_bot_before_its_words_are_known() -> None:
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    session, rec, output = await talking([QUESTION, "Mm-hmm."], reply)
+    try:
+        await feed(session, voice_frames(1400))  # no pause, longer than any backchannel
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in"
+    finally:
+        await session.close()
+
+
+async def test_backchannels_can_be_turned_off() -> None:
+    settings = TurnSettings(interruption=InterruptionSettings(backchannels=False))
+    session, rec, output = await talking([QUESTION, "Mm-hmm."],
+                                         "Spiders have eight legs and many eyes.", settings)
+    try:
         await feed(session, voice_frames(200))
         await rec.wait_for("response.interrupted", 1)
+    finally:
+        await session.close()
+
+
+async def test_a_long_overlap_that_needed_no_answer_lets_the_bot_finish_its_sentence() -> None:
+    # "Yeah yeah, right, okay" runs past backchannel_max_ms: the bot stops before the words
+    # are known; once they are, it says the sentence it was cut in again instead of going
+    # silent, and nothing is answered.
+    reply = "Spiders have eight legs and many eyes, and they spin silk webs to catch insects."
+    session, rec, output = await talking([QUESTION, "Yeah yeah, right, okay."], reply)
+    try:
+        await feed(session, silence_frames(300))
+        await feed(session, voice_frames(1400) + silence_frames(400))
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in"
+        await rec.wait_for("metrics", 8)
+        assert [f["text"] for f in rec.all("transcript.final")] == [QUESTION]
+        assert session.backchannels == 1
+        said_again = session.history[-1]
+        assert said_again["role"] == "assistant" and said_again["content"] in reply
+        assert said_again["content"] and len(output.clears) == 1
     finally:
         await session.close()

@@ -46,6 +46,18 @@ class MicrophoneTrack(PacedAudioTrack):
         super().__init__()
         self._marks: collections.deque[tuple[int, asyncio.Future[float]]] = collections.deque()
         self._samples_out = 0
+        # A speakerphone without echo cancellation: what the caller hears comes back into
+        # this microphone, `echo_gain` times as loud, `echo_delay_s` later (0: no echo).
+        self.echo_gain = 0.0
+        self.echo_delay_s = 0.12
+        self._echo: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._echo_now = np.zeros(0, dtype=np.float32)
+
+    def hear(self, pcm16k: np.ndarray, arrived: float) -> None:
+        """What the loudspeaker just played (16 kHz): back into the mic later, if echoing."""
+        if self.echo_gain > 0 and pcm16k.size:
+            loud = np.repeat(pcm16k.astype(np.float32), WEBRTC_RATE // 16_000) * self.echo_gain
+            self._echo.append((arrived + self.echo_delay_s, loud))
 
     def say(self, pcm: np.ndarray, sample_rate: int) -> asyncio.Future[float]:
         """Queue an utterance; the future gives the time its last sample was sent."""
@@ -61,6 +73,8 @@ class MicrophoneTrack(PacedAudioTrack):
     def _take(self, n: int) -> np.ndarray:
         had = int(round(self.pending_seconds() * WEBRTC_RATE))
         out = super()._take(n)
+        if self._echo or self._echo_now.size:
+            out = self._mix_echo(out)
         self._samples_out += min(n, had)
         now = time.monotonic()
         while self._marks and self._marks[0][0] <= self._samples_out:
@@ -68,6 +82,16 @@ class MicrophoneTrack(PacedAudioTrack):
             if not future.done():
                 future.set_result(now)
         return out
+
+    def _mix_echo(self, out: np.ndarray) -> np.ndarray:
+        now = time.monotonic()
+        while self._echo and self._echo[0][0] <= now:
+            self._echo_now = np.concatenate((self._echo_now, self._echo.popleft()[1]))
+        take = self._echo_now[: out.size]
+        self._echo_now = self._echo_now[take.size:]
+        mixed = out.astype(np.float32)
+        mixed[: take.size] += take
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
 
 
 @dataclass
@@ -218,6 +242,7 @@ class SyntheticCaller:
             self.heard.dbfs.append(level)
             if self.heard.keep_pcm:
                 self.heard.pcm.append(pcm)
+            self.mic.hear(pcm, now)
 
     def _on_message(self, message: str | bytes) -> None:
         data = json.loads(message)

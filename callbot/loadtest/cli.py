@@ -34,6 +34,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--header", action="append", dest="headers", metavar="'NAME: VALUE'",
                    help="HTTP header sent with each offer and hang-up, e.g. "
                         "'Authorization: Bearer TOKEN' (repeatable)")
+    p.add_argument("--echo-db", type=float, metavar="DB",
+                   help="speakerphone caller: the bot's voice back into the microphone this "
+                        "many dB down (e.g. -10)")
+    p.add_argument("--echo-delay-ms", type=float, default=120.0, metavar="MS",
+                   help="... this late (default 120)")
 
 
 def parse_headers(values: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -55,7 +60,8 @@ def options_from_args(args: argparse.Namespace) -> LoadOptions:
                        turns=args.turns, scenario=scenario, max_p95_ms=args.max_p95_ms,
                        headers=parse_headers(getattr(args, "headers", None)),
                        ice_hosts=tuple(args.ice_hosts) if args.ice_hosts
-                       else default_ice_hosts(args.url))
+                       else default_ice_hosts(args.url),
+                       echo_db=args.echo_db, echo_delay_ms=args.echo_delay_ms)
 
 
 def default_ice_hosts(url: str) -> tuple[str, ...] | None:

@@ -7,8 +7,10 @@ Each caller is a real aiortc peer (`rtc.caller.SyntheticCaller`) that follows a 
      {"barge_in": "interrupt.wav", "text": "stop"}]
 
 `say` speaks a clip and waits for the bot's answer; `barge_in` speaks over the bot right after
-its answer to the previous `say` starts playing. Paths are relative to the scenario file. With
-no scenario, questions are synthesized once with the Piper voice shipped in our dependencies.
+its answer to the previous `say` starts playing; `backchannel` ("mm-hmm") does the same but
+expects the bot to go on (`backchannel_ok`: no response.interrupted and its voice again).
+Paths are relative to the scenario file. With no scenario, questions are synthesized once with
+the Piper voice shipped in our dependencies.
 
 Figures, per turn, on the caller's clock: voice-to-voice (end of the caller's speech -> first
 loud bot audio), barge-in reaction (caller starts speaking over the bot -> bot audio stops),
@@ -60,6 +62,9 @@ async def run_call(index: int, options: LoadOptions, plan: Sequence[Step],
     started = time.monotonic()
     caller = SyntheticCaller(options.url, keep_audio=False,
                              headers=dict(options.headers) or None)
+    if options.echo_db is not None:
+        caller.mic.echo_gain = 10 ** (options.echo_db / 20)
+        caller.mic.echo_delay_s = options.echo_delay_ms / 1000
     clips: dict[str, tuple[np.ndarray, int]] = {}
 
     def clip(path: str) -> tuple[np.ndarray, int]:
@@ -83,7 +88,7 @@ async def run_call(index: int, options: LoadOptions, plan: Sequence[Step],
                 await asyncio.sleep(step.seconds)
                 continue
             next_step = plan[n + 1] if n + 1 < len(plan) else None
-            barge_next = next_step is not None and next_step.kind == "barge_in"
+            barge_next = next_step is not None and next_step.kind in ("barge_in", "backchannel")
             pcm, rate = clip(step.path)
             turn = await _turn(caller, step, pcm, rate, options, speech_end_offset,
                                wait_done=not barge_next)
@@ -117,7 +122,8 @@ async def _turn(caller: Any, step: Step, pcm: np.ndarray, rate: int, options: Lo
 
     turn: dict[str, Any] = {"kind": step.kind}
     idx = len(caller.events)
-    if step.kind == "barge_in":
+    over_bot = step.kind in ("barge_in", "backchannel")
+    if over_bot:
         # The previous say's answer must be playing: speak over it the moment it starts.
         started = await _wait(caller, "response.audio.started", idx_before(caller),
                               "the bot never spoke (nothing to barge in on)")
@@ -140,6 +146,14 @@ async def _turn(caller: Any, step: Step, pcm: np.ndarray, rate: int, options: Lo
             turn["barge_in_ms"] = round((stop - speech_start) * 1000, 1)
         else:  # a short reply ended by itself before the caller's first word: not a figure
             turn["barge_in_missed"] = "the reply ended before the caller spoke"
+    if step.kind == "backchannel":
+        # The bot must go on: its voice again after the caller's "mm-hmm", no interruption.
+        again = await _poll(lambda: caller.heard.first_voice_after(sent_end), 3.0)
+        interrupted = _event_after(caller, "response.interrupted", idx)
+        turn["backchannel_ok"] = again is not None and interrupted is None
+        if wait_done and interrupted is None:
+            await _wait(caller, "metrics", idx, "the answer never finished")
+        return turn
     if options.echo:
         voice = await _poll(lambda: caller.heard.first_voice_after(speech_start), 3.0)
         if voice is None:

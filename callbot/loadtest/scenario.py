@@ -28,14 +28,14 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # "say", "pause", "barge_in"
+    kind: str  # "say", "pause", "barge_in", "backchannel"
     path: str = ""
     text: str | None = None
     seconds: float = 0.0
 
     @property
     def is_turn(self) -> bool:
-        return self.kind in ("say", "barge_in")
+        return self.kind in ("say", "barge_in", "backchannel")
 
 
 @dataclass
@@ -49,6 +49,10 @@ class LoadOptions:
     max_p95_ms: float | None = None
     ice_hosts: tuple[str, ...] | None = None
     echo: bool = False  # transport-only server: it echoes, it does not answer
+    # A speakerphone caller: the bot's voice back into the caller's microphone this many dB
+    # down (None: no echo), this late.
+    echo_db: float | None = None
+    echo_delay_ms: float = 120.0
     hangup_delay_s: float = 0.3
     # HTTP headers sent with each call's offer and hang-up (e.g. Authorization): pairs, so
     # the options pickle to the load processes unchanged.
@@ -88,9 +92,9 @@ def parse_scenario(data: Any, base: Path = Path(".")) -> list[Step]:
         where = f"step {i + 1}"
         if not isinstance(raw, dict):
             raise ScenarioError(f"{where}: expected an object like {{\"say\": \"clip.wav\"}}")
-        kinds = [k for k in ("say", "pause", "barge_in") if k in raw]
+        kinds = [k for k in ("say", "pause", "barge_in", "backchannel") if k in raw]
         if len(kinds) != 1:
-            raise ScenarioError(f"{where}: needs exactly one of say, pause, barge_in")
+            raise ScenarioError(f"{where}: needs exactly one of say, pause, barge_in, backchannel")
         kind = kinds[0]
         text = raw.get("text")
         if text is not None and not isinstance(text, str):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.augment import ContextSource
+from callbot.pipeline.echo import EchoCanceller
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.lang import call_engines
 from callbot.pipeline.memory import valid_caller_id
@@ -103,6 +104,14 @@ async def assemble_call(services: CallServices, options: CallOptions,
         language_state=language,
         context_sources=sources + list(extras.sources),
     )
+    on_sent = getattr(transport.output, "on_sent", None)
+    if config.turn.echo.enabled and on_sent is not None:
+        # The bot's voice back through a speakerphone, cancelled before VAD and ASR; the
+        # reference is what the paced track actually sent (WebRTC only: it paces the output).
+        canceller = EchoCanceller(stream_delay_ms=config.turn.echo.stream_delay_ms)
+        on_sent.append(canceller.far)
+        call.audio_filter = canceller.near
+        call.echo_canceller = canceller
     call.session.prompt_suffix = extras.prompt_suffix
     if extras.memory:
         call.session.add_context(extras.memory)

@@ -22,6 +22,7 @@ import numpy as np
 
 from callbot.pipeline import events as ev
 from callbot.pipeline.calllog import CALL_ID
+from callbot.pipeline.echo import EchoCanceller
 from callbot.pipeline.lang import CallLanguage
 from callbot.pipeline.llm.tools import Tool
 from callbot.pipeline.session import VoiceSession
@@ -123,6 +124,9 @@ class Call:
         self.limits = limits
         self.transport = transport
         self.options = options
+        # The caller's audio passes this first (the echo canceller, set by assembly), if any.
+        self.audio_filter: Callable[[np.ndarray], np.ndarray] | None = None
+        self.echo_canceller: EchoCanceller | None = None
         self.language = language
         self.caller_id = caller_id
         self.started_at = time.monotonic()
@@ -197,6 +201,8 @@ class Call:
     def caller_audio(self, frame: np.ndarray) -> None:
         """One 20 ms frame of the caller's audio, 16 kHz mono int16."""
         self.audio_frames_in += 1
+        if self.audio_filter is not None:
+            frame = self.audio_filter(frame)
         if self.protocol is not None:
             self.protocol.feed(frame)
         else:
