@@ -48,6 +48,9 @@ class PacedAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.frames_late = 0
         self.voice_frames_sent = 0
+        # (pcm, rate, monotonic time) of each voice frame as it goes out: what the caller
+        # hears, for the call's recording
+        self.sent_listeners: list[Callable[[np.ndarray, int, float], None]] = []
 
     # -- the pipeline's side (pipeline.session.AudioOutput) --
 
@@ -95,7 +98,11 @@ class PacedAudioTrack(MediaStreamTrack):
                 self._clock_start = now - self._pts / WEBRTC_RATE  # stalled: don't burst
             elif now - due > LATE_FRAME_S:
                 self.frames_late += 1
+        voiced = self.voice_frames_sent
         samples = self._take(FRAME_SAMPLES)
+        if self.sent_listeners and self.voice_frames_sent != voiced:
+            for listener in self.sent_listeners:
+                listener(samples, WEBRTC_RATE, now)
         frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(samples.tobytes())
         frame.pts = self._pts

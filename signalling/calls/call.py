@@ -136,6 +136,7 @@ class Call:
         self.vision: VisionSource | None = None  # what the caller's camera adds (None: no sight)
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self.event_observers: list[Callable[[ev.Event], None]] = []  # the bot's video, ...
+        self.audio_taps: list[Callable[[np.ndarray], None]] = []  # the caller's audio: records
         self._messages_in = TokenBucket(limits.channel_messages_per_s, limits.channel_burst)
         self._typed_turns = TokenBucket(limits.typed_turns_per_minute / 60,
                                         limits.typed_turn_burst)
@@ -197,6 +198,8 @@ class Call:
     def caller_audio(self, frame: np.ndarray) -> None:
         """One 20 ms frame of the caller's audio, 16 kHz mono int16."""
         self.audio_frames_in += 1
+        for tap in self.audio_taps:
+            tap(frame)
         if self.protocol is not None:
             self.protocol.feed(frame)
         else:
@@ -355,6 +358,7 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.listeners.clear()
         self.event_observers.clear()
+        self.audio_taps.clear()
         self.state = "closed"
         self.closed.set()
         if self._on_closed is not None:
