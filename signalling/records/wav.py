@@ -71,6 +71,8 @@ class StereoRecording:
             if start < cut:
                 kept.append((start, audio[: cut - start]))
         self._future = kept
+        if cut < self._base + self._window:  # placed already (up to a window ahead): unplay it
+            self._buf[max(0, cut - self._base) :, 1] = 0
 
     def close(self, at_s: float) -> None:
         """The call ended `at_s` in: what was played is written, the file is finished."""
