@@ -125,3 +125,59 @@ async def test_a_spoken_call_leaves_transcript_and_stereo_recording(
         for path in ("/transcript", "/recording.wav"):
             async with http.get(f"{url}{path}", headers=OWNER) as resp:
                 assert resp.status == 404
+
+
+async def test_a_realtime_websocket_call_is_recorded_too(
+    start_server: ServerFactory, engines: Engines, question: speech.Clip, tmp_path: Path
+) -> None:
+    """The OpenAI Realtime WebSocket entrance gets the same record (attached at admission):
+    the bot's audio is placed by the client's playout clock, not when it was sent."""
+    from openai import AsyncOpenAI
+
+    from callbot.signalling.server.state import STATE
+    from tests.test_realtime_ws import RATE, _events_until, _paced_audio
+
+    config = TEST_CONFIG.replace(record=RecordSettings(
+        audio=True, db=str(tmp_path / "records.sqlite"), audio_dir=str(tmp_path / "wav")))
+    app = create_app(config, engines=engines)
+    base = await start_server(app=app)
+    client = AsyncOpenAI(api_key="sk-callbot-test", base_url=f"{base}/v1")
+    seen: list[dict[str, Any]] = []
+    async with client.realtime.connect(model="callbot-local") as conn:
+        await _events_until(conn, "session.created", seen)
+        await conn.session.update(session={
+            "type": "realtime", "output_modalities": ["audio"],
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}},
+                      "output": {"format": {"type": "audio/pcm", "rate": RATE}}}})
+        await _events_until(conn, "session.updated", seen)
+        records = app[STATE].records
+        assert records is not None and len(records.live) == 1
+        call_id = next(iter(records.live))
+        await _paced_audio(conn, question)
+        await _events_until(conn, "response.done", seen, timeout_s=90)
+        await asyncio.sleep(4.0)  # the client "plays" the answer (sent ahead of time)
+    await client.close()
+    for _ in range(100):
+        if not records.live:
+            break
+        await asyncio.sleep(0.1)
+    url = f"{base}/v1/calls/{call_id}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/transcript") as resp:
+            assert resp.status == 200
+            record = await resp.json()
+        async with http.get(f"{url}/recording.wav") as resp:
+            assert resp.status == 200
+            body = await resp.read()
+    caller_turn = next(t for t in record["turns"] if t["role"] == "caller")
+    bot_turn = next(t for t in record["turns"] if t["role"] == "bot")
+    with wave.open(io.BytesIO(body), "rb") as wav:
+        rate = wav.getframerate()
+        data = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
+
+    def span(turn: dict[str, Any], channel: int) -> np.ndarray:
+        return data[int(turn["start_ms"] / 1000 * rate):int(turn["end_ms"] / 1000 * rate),
+                    channel]
+
+    assert _rms(span(caller_turn, 0)) > 300 and _rms(span(caller_turn, 1)) < 30
+    assert _rms(span(bot_turn, 1)) > 300, record

@@ -46,6 +46,9 @@ class EventProtocol(Protocol):
     (push-to-talk). Without one, the call speaks callbot's own events."""
 
     label: str  # the data channel it speaks on (WebRTC)
+    # where audio the protocol itself carries (a WebSocket's appends) goes: the assembly
+    # sets `Call.caller_audio`, so every transport's caller audio passes through the call
+    audio_in: Callable[[np.ndarray], None]
 
     def on_event(self, event: ev.Event) -> None: ...
 
