@@ -34,10 +34,12 @@ def to_rate(pcm: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
     if rate % out_rate == 0:
         step = rate // out_rate
         usable = pcm.size - pcm.size % step
-        return pcm[:usable].reshape(-1, step).mean(axis=1).astype(np.int16)
+        grouped: np.ndarray = pcm[:usable].reshape(-1, step).mean(axis=1)
+        return grouped.astype(np.int16)
     n = int(round(pcm.size * out_rate / rate))
     positions = np.arange(n) * (rate / out_rate)
-    return np.interp(positions, np.arange(pcm.size), pcm).astype(np.int16)
+    stretched: np.ndarray = np.interp(positions, np.arange(pcm.size), pcm)
+    return stretched.astype(np.int16)
 
 
 class StereoRecording:
