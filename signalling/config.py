@@ -158,7 +158,7 @@ class RecordSettings:
     db: str = "callbot-records.sqlite"
     audio_dir: str = "callbot-recordings"
     retention_days: float = 30.0
-    redact_pii: bool = False  # stored text only; the live transcript is what was said
+    redact_pii: bool = False  # mask PII in the transcripts served, stored and hooked
     max_backlog_s: float = 30.0  # audio waiting for a slow disk; beyond it, audio is dropped
 
     def __post_init__(self) -> None:
