@@ -25,7 +25,7 @@ from callbot.signalling.config import AuthSettings, RecordSettings
 from tests import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak
-from tests.test_record_fast import parse_vtt
+from tests.test_record_fast import otlp_receiver, parse_vtt, span_names
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +37,18 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
 
 
-async def test_a_spoken_call_leaves_transcript_and_stereo_recording(
-    start_server: ServerFactory, engines: Engines, question: speech.Clip, tmp_path: Path
+async def test_a_spoken_call_leaves_transcript_recording_and_trace(
+    start_server: ServerFactory, engines: Engines, question: speech.Clip, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async with otlp_receiver() as (otlp_url, exported):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # ms: export soon
+        await _spoken_call(start_server, engines, question, tmp_path, exported)
+
+
+async def _spoken_call(start_server: ServerFactory, engines: Engines, question: speech.Clip,
+                       tmp_path: Path, exported: list[bytes]) -> None:
     records: list[dict[str, Any]] = []
 
     def on_record(call: CallHandle, record: dict[str, Any]) -> None:
@@ -125,6 +134,14 @@ async def test_a_spoken_call_leaves_transcript_and_stereo_recording(
         for path in ("/transcript", "/recording.wav"):
             async with http.get(f"{url}{path}", headers=OWNER) as resp:
                 assert resp.status == 404
+    for _ in range(100):  # the call's span is exported after it ends (batch processor)
+        if any(a.get("callbot.call_id") == call_id for a in span_names(exported).get("call", [])):
+            break
+        await asyncio.sleep(0.1)
+    spans = span_names(exported)
+    assert any(a.get("callbot.call_id") == call_id for a in spans.get("call", [])), spans.keys()
+    turns = [a for a in spans.get("turn", []) if a.get("callbot.call_id") == call_id]
+    assert turns and {"asr", "playout"} <= set(spans)
 
 
 async def test_a_realtime_websocket_call_is_recorded_too(

@@ -5,10 +5,11 @@ config keys, and trace export to a real OTLP/HTTP receiver (aiohttp on loopback)
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import re
 import time
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -214,11 +215,27 @@ def test_tracing_is_off_unless_an_endpoint_is_named() -> None:
                                    "OTEL_SDK_DISABLED": "true"})
 
 
-async def test_traces_reach_an_otlp_http_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
+def span_names(bodies: list[bytes]) -> dict[str, list[dict[str, object]]]:
+    """The spans in OTLP/HTTP export requests: name -> each one's attributes."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
 
+    names: dict[str, list[dict[str, object]]] = {}
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    names.setdefault(span.name, []).append(
+                        {a.key: a.value.string_value or a.value.int_value
+                         for a in span.attributes})
+    return names
+
+
+@contextlib.asynccontextmanager
+async def otlp_receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A real OTLP/HTTP trace receiver on loopback: its base URL and the bodies it got."""
     got: list[bytes] = []
 
     async def receive(request: web.Request) -> web.Response:
@@ -232,8 +249,15 @@ async def test_traces_reach_an_otlp_http_receiver(monkeypatch: pytest.MonkeyPatc
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     try:
+        yield f"http://127.0.0.1:{port}", got
+    finally:
+        await runner.cleanup()
+
+
+async def test_traces_reach_an_otlp_http_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with otlp_receiver() as (url, got):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
         tracer = CallTracer.from_env("smollm2-135m")
         assert tracer is not None
         trace = tracer.call("call123", "webrtc")
@@ -242,24 +266,9 @@ async def test_traces_reach_an_otlp_http_receiver(monkeypatch: pytest.MonkeyPatc
                                       end_of_turn_ms=400.0, first_audio_ms=700.0))
         trace.end("hangup")
         await asyncio.to_thread(tracer.shutdown)  # flushes (the exporter's own thread)
-        for _ in range(50):
-            if got:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.cleanup()
-    names: dict[str, dict[str, object]] = {}
-    for body in got:
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource in request.resource_spans:
-            for scope in resource.scope_spans:
-                for span in scope.spans:
-                    attrs = {a.key: a.value.string_value or a.value.int_value
-                             for a in span.attributes}
-                    names[span.name] = attrs
+    names = span_names(got)
     assert {"call", "turn", "asr", "vad.end_of_turn", "chat smollm2-135m", "tts.first_audio",
             "playout"} <= set(names)
-    assert names["call"]["callbot.call_id"] == "call123"
-    assert names["turn"]["callbot.call_id"] == "call123"
-    assert names["chat smollm2-135m"]["gen_ai.operation.name"] == "chat"
-    assert os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(str(port))
+    assert names["call"][0]["callbot.call_id"] == "call123"
+    assert names["turn"][0]["callbot.call_id"] == "call123"
+    assert names["chat smollm2-135m"][0]["gen_ai.operation.name"] == "chat"
