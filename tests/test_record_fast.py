@@ -181,6 +181,28 @@ def test_a_failing_disk_drops_audio_and_never_blocks(tmp_path: Path) -> None:
     assert rec.failed is not None and rec.dropped_s > 50
 
 
+def test_a_slow_disk_never_holds_up_the_call_nor_its_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = wave.Wave_write.writeframes
+
+    def stall(self: wave.Wave_write, data: bytes) -> None:
+        time.sleep(0.3)  # a disk that takes 0.3 s per 2 s block... and more calls than that
+        slow(self, data)
+
+    monkeypatch.setattr(wave.Wave_write, "writeframes", stall)
+    rec = StereoRecording(tmp_path / "slow.wav", max_backlog_s=4)
+    frame = _tone(0.02, 300)
+    started = time.perf_counter()
+    for i in range(120 * 50):  # two minutes of call, as fast as it comes
+        rec.caller(frame, i * 0.02)
+    rec.close(120.0)
+    assert time.perf_counter() - started < 2.0  # neither the frames nor close() waited
+    assert rec.dropped_s > 60  # the disk could not keep up: audio dropped, counted
+    rec.wait_written()
+    with wave.open(str(tmp_path / "slow.wav"), "rb") as wav:
+        assert wav.getnframes() > 0  # what was written is a valid file
+
+
 def test_store_keeps_erases_and_expires_records(tmp_path: Path) -> None:
     store = RecordStore(str(tmp_path / "r.sqlite"), retention_days=1)
     wav_a, wav_b = tmp_path / "a.wav", tmp_path / "b.wav"

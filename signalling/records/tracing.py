@@ -101,14 +101,16 @@ class CallTrace:
         inside = trace.set_span_in_context(turn)
 
         def stage(name: str, begin_ms: float, length_ms: float | None,
-                  attributes: dict[str, Any] | None = None) -> Any:
+                  attributes: dict[str, Any] | None = None,
+                  event: tuple[str, float] | None = None) -> None:
             if length_ms is None:
-                return None
+                return
             span = tracer.start_span(name, context=inside, start_time=start + int(begin_ms * ms),
                                      attributes={"callbot.call_id": self.call_id,
                                                  **(attributes or {})})
+            if event is not None:
+                span.add_event(event[0], timestamp=start + int(event[1] * ms))
             span.end(end_time=start + int((begin_ms + length_ms) * ms))
-            return span
 
         committed = m.end_of_turn_ms or 0.0
         stage("vad.end_of_turn", 0.0, m.end_of_turn_ms)
@@ -118,11 +120,10 @@ class CallTrace:
                                      "gen_ai.request.model": model}
         if m.llm_first_token_ms is not None:
             llm_attrs["callbot.llm_first_token_ms"] = m.llm_first_token_ms
-        llm = stage(f"chat {model}", committed, m.llm_done_ms or m.llm_first_token_ms,
-                    llm_attrs)
-        if llm is not None and m.llm_first_token_ms is not None:
-            llm.add_event("gen_ai.first_token",
-                          timestamp=start + int((committed + m.llm_first_token_ms) * ms))
+        first = (("gen_ai.first_token", committed + m.llm_first_token_ms)
+                 if m.llm_first_token_ms is not None else None)
+        stage(f"chat {model}", committed, m.llm_done_ms or m.llm_first_token_ms, llm_attrs,
+              first)
         first_token = committed + (m.llm_first_token_ms or 0.0)
         stage("tts.first_audio", first_token, m.tts_first_ms)
         if m.first_audio_ms is not None:

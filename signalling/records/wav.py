@@ -10,6 +10,7 @@ holds up the call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -97,8 +98,9 @@ class StereoRecording:
         n = max(0, self._end - self._base)
         if n:
             self._emit(self._buf[:n].copy())
-        self.closed = True
-        self._queue.put(None)  # blocks only if the disk is far behind: the call is over
+        self.closed = True  # the writer finishes the file once the queue is empty
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # wakes it now; never waits for the disk
 
     def wait_written(self, timeout: float = 10.0) -> None:
         """(A thread) until the file is complete."""
@@ -156,6 +158,15 @@ class StereoRecording:
 
     # ---- the writer thread -------------------------------------------------------------------
 
+    def _next(self) -> np.ndarray | None:
+        """The next block to write; None when the recording is closed and all is written."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.closed:
+                    return None
+
     def _write(self) -> None:
         out: wave.Wave_write | None = None
         try:
@@ -164,12 +175,12 @@ class StereoRecording:
             out.setnchannels(2)
             out.setsampwidth(2)
             out.setframerate(self.rate)
-            while (block := self._queue.get()) is not None:
+            while (block := self._next()) is not None:
                 out.writeframes(block.astype("<i2", copy=False).tobytes())
         except OSError as exc:
             self.failed = str(exc)
             log.warning("recording %s failed: %s", self.path.name, exc)
-            while self._queue.get() is not None:  # keep the call's side from filling it
+            while self._next() is not None:  # keep the call's side from filling it
                 pass
         finally:
             if out is not None:
