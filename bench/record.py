@@ -57,7 +57,8 @@ def latency_ab(rounds: int, turns: int) -> dict[str, Any]:
     variants = {"off": "", "on": on}
     got: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for r in range(rounds):
-        for name, toml in variants.items():
+        order = list(variants.items())
+        for name, toml in (order if r % 2 == 0 else order[::-1]):  # neither always goes first
             if name == "on":
                 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
                 os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "1000"
@@ -157,7 +158,8 @@ def main() -> None:
                         help="times real time (30: 30 minutes in a minute)")
     parser.add_argument("--no-calls", action="store_true", help="the soak only")
     args = parser.parse_args()
-    data: dict[str, Any] = {"soak": soak(args.soak_minutes, args.soak_speed)}
+    data: dict[str, Any] = ({"soak": soak(args.soak_minutes, args.soak_speed)}
+                            if args.soak_minutes > 0 else {})
     if not args.no_calls:
         data["latency_ab"] = latency_ab(args.rounds, args.turns)
     save("record", data)
