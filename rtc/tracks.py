@@ -51,6 +51,9 @@ class PacedAudioTrack(MediaStreamTrack):
         # Called with every frame as it is sent (silence too), at WEBRTC_RATE: the far-end
         # reference of the call's echo canceller is what the caller was actually sent.
         self.on_sent: list[Callable[[np.ndarray, int], None]] = []
+        # (pcm, rate, monotonic time) of each voice frame as it goes out: what the caller
+        # hears, for the call's recording
+        self.sent_listeners: list[Callable[[np.ndarray, int, float], None]] = []
 
     # -- the pipeline's side (pipeline.session.AudioOutput) --
 
@@ -98,12 +101,16 @@ class PacedAudioTrack(MediaStreamTrack):
                 self._clock_start = now - self._pts / WEBRTC_RATE  # stalled: don't burst
             elif now - due > LATE_FRAME_S:
                 self.frames_late += 1
+        voiced = self.voice_frames_sent
         samples = self._take(FRAME_SAMPLES)
         for listener in self.on_sent:
             try:
                 listener(samples, WEBRTC_RATE)
             except Exception:  # a listener's bug must not silence the bot
                 log.exception("on_sent listener failed")
+        if self.sent_listeners and self.voice_frames_sent != voiced:
+            for record_listener in self.sent_listeners:
+                record_listener(samples, WEBRTC_RATE, now)
         frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(samples.tobytes())
         frame.pts = self._pts

@@ -29,8 +29,11 @@ from callbot.signalling.cluster.shared import SharedStore
 from callbot.signalling.config import CallbotConfig, ConfigError
 from callbot.signalling.errors import json_errors
 from callbot.signalling.protocols.openai_realtime import setup as setup_realtime
+from callbot.signalling.records.service import RecordService
+from callbot.signalling.records.tracing import CallTracer
 from callbot.signalling.server.memory_routes import memory_routes
 from callbot.signalling.server.openapi import openapi
+from callbot.signalling.server.record_routes import record_routes
 from callbot.signalling.server.routes import routes
 from callbot.signalling.server.state import STATE, AppState
 
@@ -64,6 +67,16 @@ def language_engines(engines: Engines, config: CallbotConfig) -> Engines:
     tts = build_voices(engines.tts, config.tts) if config.languages != ("en",) or (
         config.tts.server_url) else engines.tts
     return dataclasses.replace(engines, asr=asr, tts=tts)
+
+
+def _records(config: CallbotConfig) -> RecordService:
+    """Every call's record: transcripts live (and kept, recordings, if configured), traces
+    when OTEL_* names an endpoint."""
+    from callbot.pipeline.safety.pii import redact_pii
+
+    engines = config.engines
+    model = engines.openai_model if engines.llm_backend == "openai" else engines.llm_model
+    return RecordService(config.record, CallTracer.from_env(model), redact=redact_pii)
 
 
 def _open_knowledge(path: str) -> KnowledgeBase:
@@ -107,6 +120,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
     app = web.Application(middlewares=[json_errors], client_max_size=config.limits.max_body_bytes)
     app.add_routes(routes)
     app.add_routes(memory_routes)
+    app.add_routes(record_routes)
     setup_realtime(app)  # the OpenAI Realtime protocol: /v1/realtime...
     app.router.add_get("/v1/openapi.json", openapi)
 
@@ -136,6 +150,7 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         state.knowledge = knowledge
         if config.memory.enabled:
             state.memory = await asyncio.to_thread(MemoryService, config, loaded)
+        state.records = await asyncio.to_thread(_records, config)
         state.overload.start()
         app[STATE] = state
 
@@ -158,6 +173,8 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
             if state.memory is not None:
                 await state.memory.wait_idle()
                 state.memory.close()
+            if state.records is not None:
+                await asyncio.to_thread(state.records.close)
 
     async def release(app: web.Application) -> None:
         while claims:

@@ -170,6 +170,30 @@ class MemorySettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecordSettings:
+    """The call record (signalling/records/). Every live call keeps its transcript in memory;
+    `keep` stores it after the call (SQLite, erased after `retention_days`); `audio` also
+    records a stereo WAV (caller left, bot right). Both are off by default: opt-in, with the
+    caller told (a consent notice is the deployment's job)."""
+
+    keep: bool = False
+    audio: bool = False  # implies keep (the recording is found through the stored record)
+    db: str = "callbot-records.sqlite"
+    audio_dir: str = "callbot-recordings"
+    retention_days: float = 30.0
+    redact_pii: bool = False  # mask PII in the transcripts served, stored and hooked
+    max_backlog_s: float = 30.0  # audio waiting for a slow disk; beyond it, audio is dropped
+
+    def __post_init__(self) -> None:
+        if self.retention_days <= 0 or self.max_backlog_s <= 0:
+            raise ConfigError("retention_days > 0 and max_backlog_s > 0 are required")
+
+    @property
+    def stored(self) -> bool:
+        return self.keep or self.audio
+
+
+@dataclasses.dataclass(frozen=True)
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -196,6 +220,7 @@ class CallbotConfig:
     tts: VoiceSettings = dataclasses.field(default_factory=VoiceSettings)
     knowledge: KnowledgeSettings = dataclasses.field(default_factory=KnowledgeSettings)
     memory: MemorySettings = dataclasses.field(default_factory=MemorySettings)
+    record: RecordSettings = dataclasses.field(default_factory=RecordSettings)
     vision: VisionSettings = dataclasses.field(default_factory=VisionSettings)
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
 
@@ -401,6 +426,12 @@ ENV_KEYS = {
     "CALLBOT_MEMORY_DB": "memory.db",
     "CALLBOT_MEMORY_RETENTION_DAYS": "memory.retention_days",
     "CALLBOT_MEMORY_KEEP_TRANSCRIPTS": "memory.keep_transcripts",
+    "CALLBOT_RECORD_KEEP": "record.keep",
+    "CALLBOT_RECORD_AUDIO": "record.audio",
+    "CALLBOT_RECORD_DB": "record.db",
+    "CALLBOT_RECORD_DIR": "record.audio_dir",
+    "CALLBOT_RECORD_RETENTION_DAYS": "record.retention_days",
+    "CALLBOT_RECORD_REDACT_PII": "record.redact_pii",
     "CALLBOT_VISION_ENGINE": "vision.engine",
     "CALLBOT_VISION_BASE_URL": "vision.base_url",
     "CALLBOT_VISION_MODEL": "vision.model",

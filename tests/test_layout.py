@@ -1,7 +1,7 @@
 """The layout shows the architecture: `signalling/`'s subpackages import only downwards.
 
-    cli -> app -> protocols -> server -> calls, cluster -> base (config, errors, safejson,
-    ratelimit)
+    cli -> app -> protocols -> server -> calls, cluster, records -> base (config, errors,
+    safejson, ratelimit)
 
 A newcomer finds admission (`server/admission.py`), the conversation assembly
 (`calls/assembly.py`), each protocol (`protocols/*`) and the call's transports in one hop.
@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNALLING = ROOT / "signalling"
-RANKS = {"base": 0, "calls": 1, "cluster": 1, "server": 2, "protocols": 3, "app": 4, "cli": 5}
+RANKS = {"base": 0, "calls": 1, "cluster": 1, "records": 1, "server": 2, "protocols": 3,
+         "app": 4, "cli": 5}
 
 
 def _group(module: str) -> str:

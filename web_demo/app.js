@@ -61,6 +61,7 @@
     videoSlot: $("video-slot"),
     localVideo: $("local-video"),
     callId: $("call-id"),
+    transcriptLink: $("transcript-link"),
     detailDuration: $("detail-duration"),
     timeLimit: $("time-limit"),
     detailModel: $("detail-model"),
@@ -928,6 +929,7 @@ registerProcessor("callbot-level-tap", LevelTap);
     delete ui.latency.dataset.turnId;
     ui.latencyDetails.hidden = true;
     ui.callId.textContent = "–";
+    ui.transcriptLink.hidden = true;
     setInCall(true);
     ui.hangup.focus(); // focus follows the control that is now live
     setConnection("connecting", "Opening microphone…");
@@ -1009,6 +1011,11 @@ registerProcessor("callbot-level-tap", LevelTap);
         idle_timeout_s: typeof answer.idle_timeout_s === "number" ? answer.idle_timeout_s : null,
       };
       ui.callId.textContent = answer.call_id;
+      // the call record: live during the call, afterwards if the server keeps transcripts
+      ui.transcriptLink.href =
+        `v1/calls/${encodeURIComponent(answer.call_id)}/transcript?format=vtt`;
+      ui.transcriptLink.download = `call-${answer.call_id}.vtt`;
+      ui.transcriptLink.hidden = false;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     } catch (err) {
       if (callbot.pc === pc) failCall(err.message || String(err));

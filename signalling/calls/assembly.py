@@ -117,6 +117,7 @@ async def assemble_call(services: CallServices, options: CallOptions,
         call.session.add_context(extras.memory)
     if protocol is not None:
         call.protocol = protocol(call.session, call.send_raw)
+        call.protocol.audio_in = call.caller_audio  # counted, recorded, marks activity
     call.start()
     return call
 

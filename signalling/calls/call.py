@@ -47,6 +47,9 @@ class EventProtocol(Protocol):
     (push-to-talk). Without one, the call speaks callbot's own events."""
 
     label: str  # the data channel it speaks on (WebRTC)
+    # where audio the protocol itself carries (a WebSocket's appends) goes: the assembly
+    # sets `Call.caller_audio`, so every transport's caller audio passes through the call
+    audio_in: Callable[[np.ndarray], None]
 
     def on_event(self, event: ev.Event) -> None: ...
 
@@ -140,6 +143,7 @@ class Call:
         self.vision: VisionSource | None = None  # what the caller's camera adds (None: no sight)
         self.listeners: list[Callable[[ev.Event], None]] = []  # CallHandle subscribers
         self.event_observers: list[Callable[[ev.Event], None]] = []  # the bot's video, ...
+        self.audio_taps: list[Callable[[np.ndarray], None]] = []  # the caller's audio: records
         self._messages_in = TokenBucket(limits.channel_messages_per_s, limits.channel_burst)
         self._typed_turns = TokenBucket(limits.typed_turns_per_minute / 60,
                                         limits.typed_turn_burst)
@@ -203,6 +207,8 @@ class Call:
         self.audio_frames_in += 1
         if self.audio_filter is not None:
             frame = self.audio_filter(frame)
+        for tap in self.audio_taps:
+            tap(frame)
         if self.protocol is not None:
             self.protocol.feed(frame)
         else:
@@ -361,6 +367,7 @@ class Call:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.listeners.clear()
         self.event_observers.clear()
+        self.audio_taps.clear()
         self.state = "closed"
         self.closed.set()
         if self._on_closed is not None:

@@ -4,6 +4,7 @@
         on_call_started=greet,                    # (call: CallHandle) -> None | awaitable
         on_call_ended=log_end,                    # (call, reason)
         on_transcript=save_line,                  # (call, text): each final caller transcript
+        on_call_record=archive,                   # (call, record): the whole record at the end
         options_factory=options_for,              # (request, requested) -> CallOptions | None
         tools=[order_lookup],                     # pipeline.llm.tools.Tool, for every call
         ice_servers_factory=turn_credentials,     # (request) -> [IceServer]: per-call TURN
@@ -54,6 +55,9 @@ class CallHooks:
     on_call_started: Callable[[CallHandle], MaybeAwaitable] | None = None
     on_call_ended: Callable[[CallHandle, str], MaybeAwaitable] | None = None
     on_transcript: Callable[[CallHandle, str], MaybeAwaitable] | None = None
+    # the call's record when it ends (signalling/records/): the transcript's JSON, as
+    # `GET /v1/calls/{id}/transcript` gives it; before `on_call_ended`
+    on_call_record: Callable[[CallHandle, dict[str, Any]], MaybeAwaitable] | None = None
     options_factory: OptionsFactory | None = None
     tools: Sequence[Tool] = field(default_factory=tuple)  # offered to the LLM in every call
     ice_servers_factory: IceServersFactory | None = None  # per-call STUN/TURN (credentials)
@@ -109,6 +113,11 @@ class HookRunner:
         info = self.calls.get(call_id)
         if info is not None:
             self._fire(self.hooks.on_transcript, info, text)
+
+    def record(self, call_id: str, record: dict[str, Any]) -> None:
+        info = self.calls.get(call_id)
+        if info is not None:
+            self._fire(self.hooks.on_call_record, info, record)
 
     def ended(self, call_id: str, reason: str) -> None:
         info = self.calls.pop(call_id, None)

@@ -73,6 +73,33 @@ SPEC: dict[str, Any] = {
                 "parameters": [{"name": "call_id", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "the call"}, **_errors(401, 404, 503)}}},
+        "/v1/calls/{call_id}/transcript": {"get": {
+            "summary": "The call's transcript, live or kept (record.keep): JSON or WebVTT",
+            "security": [{}, {"bearer": []}],
+            "parameters": [{"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}},
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"enum": ["json", "vtt"]}}],
+            "responses": {"200": {"description": "{call_id, turns: [{role, text, heard_text?, "
+                                                 "start_ms, end_ms, ...}]}, or text/vtt",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object", "required": ["call_id", "turns"]}},
+                                      "text/vtt": {"schema": {"type": "string"}}}},
+                          **_errors(400, 401, 404)}}},
+        "/v1/calls/{call_id}/recording.wav": {"get": {
+            "summary": "The call's stereo recording (record.audio): caller left, bot right",
+            "security": [{}, {"bearer": []}],
+            "parameters": [{"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "16 kHz 16-bit stereo WAV",
+                                  "content": {"audio/wav": {}}},
+                          **_errors(401, 404)}}},
+        "/v1/calls/{call_id}/record": {"delete": {
+            "summary": "Erase the call's transcript and recording",
+            "security": [{}, {"bearer": []}],
+            "parameters": [{"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "erased"}, **_errors(401, 404)}}},
         "/v1/cluster": {"get": {
             "summary": "The live workers/nodes sharing this one's state",
             "security": [{}, {"bearer": []}],

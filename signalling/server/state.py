@@ -24,6 +24,7 @@ from callbot.signalling.cluster.shared import ClusterUnavailable, LocalStore, Sh
 from callbot.signalling.config import CallbotConfig
 from callbot.signalling.errors import ApiError
 from callbot.signalling.ratelimit import ClientLimiter, RateLimited
+from callbot.signalling.records.service import RecordService
 from callbot.signalling.server.auth import Authenticator, Principal
 from callbot.signalling.server.metrics import CallCounts, CallMetrics
 from callbot.signalling.server.overload import OverloadMonitor
@@ -50,6 +51,7 @@ class AppState:
     draining: bool = False
     knowledge: KnowledgeBase | None = None  # config.knowledge.db, opened at start-up
     memory: MemoryService | None = None  # config.memory.enabled
+    records: RecordService | None = None  # the call record (transcripts, recordings, traces)
 
     def __post_init__(self) -> None:
         limits = self.config.limits
@@ -108,6 +110,8 @@ class AppState:
     async def call_started(self, call: Call, principal: Principal) -> None:
         self._clients[call.id] = principal.client_id
         self._owners[call.id] = principal.owner
+        if self.records is not None:  # every entrance comes here: every call has a record
+            self.records.attach(call, principal.owner)
         await self.store.call_started(call.id, principal.client_id, {
             "owner": principal.owner, "transport": call.transport.kind})
         self.hook_runner.started(CallHandle(
@@ -147,6 +151,10 @@ class AppState:
         if client is not None:
             await self.store.release(client)
             await self.store.call_ended(call.id, client, call.close_reason or "unknown")
+        if self.records is not None:
+            record = await self.records.finish(call)
+            if record is not None:
+                self.hook_runner.record(call.id, record)
         self.hook_runner.ended(call.id, call.close_reason or "unknown")
         if self.memory is not None:
             self.memory.call_ended(call)

@@ -77,12 +77,18 @@ class StreamingOutput:
         self._cleared = asyncio.Event()
         self.frames_sent = 0  # 20 ms frames' worth of audio sent (for the call metrics)
         self.frames_late = 0
+        # what the client will play and when (pcm, rate, monotonic start), and when a
+        # barge-in cut it (monotonic): the call's recording
+        self.sent_listeners: list[Callable[[np.ndarray, int, float], None]] = []
+        self.cut_listeners: list[Callable[[float], None]] = []
 
     def enqueue(self, pcm: np.ndarray, sample_rate: int) -> None:
         audio = resample_pcm(pcm, sample_rate, self.rate)
         if audio.size == 0:
             return
         now = time.monotonic()
+        for listener in self.sent_listeners:
+            listener(audio, self.rate, max(now, self._end))
         self._end = max(now, self._end) + audio.size / self.rate
         self.frames_sent += round(audio.size / self.rate * 50)
         step = int(self.rate * DELTA_SECONDS)
@@ -92,6 +98,9 @@ class StreamingOutput:
     def clear(self) -> float:
         now = time.monotonic()
         dropped = max(0.0, self._end - now)
+        if dropped:
+            for listener in self.cut_listeners:
+                listener(now)
         self._end = now
         self._cleared.set()
         self._cleared = asyncio.Event()

@@ -130,6 +130,10 @@ class RealtimeProtocol:
         self._tool_outputs: dict[str, str] = {}  # outputs sent, awaiting response.create
         self._converter = InputConverter(config.input_rate)
         self._audio_ms = 0  # input audio received, ms
+        # where audio from `input_audio_buffer.append` goes: the call (`Call.caller_audio`,
+        # set by the assembly) so it is counted and recorded like a WebRTC track's; it feeds
+        # this protocol back
+        self.audio_in: Callable[[np.ndarray], None] = self.feed
         self._apply(config, initial=True)
 
     # ---- start ------------------------------------------------------------------------------
@@ -516,7 +520,7 @@ class RealtimeProtocol:
         except BadAudio as exc:
             raise ValueError(str(exc)) from None
         for frame in self._converter.push(pcm):
-            self.feed(frame)
+            self.audio_in(frame)
 
     def _commit(self, data: dict[str, Any]) -> None:
         if not self.config.push_to_talk:

@@ -1,0 +1,1 @@
+"""The call record: transcripts, recordings and traces (see service.py)."""
