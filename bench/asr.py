@@ -16,7 +16,7 @@ import numpy as np
 from callbot.pipeline.asr.whisper import FasterWhisperRecognizer
 from callbot.pipeline.audio import int16_to_float
 from callbot.pipeline.text import word_errors
-from tests import speech
+from support import speech
 
 from .common import save, table
 

@@ -22,9 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests import speech
-from tests.test_browser import chromium_page
-from tests.test_browser_caller import _FAKE_MIC
+from support import speech
+from support.browser import FAKE_MIC, chromium_page
 
 from .common import ServerProcess, save, table
 
@@ -36,7 +35,7 @@ async def measure(url: str, barges: int, clip_b64: str, wav: Path) -> list[float
     """Barge in on `barges` replies; the page's heard-stop figures (ms)."""
     heard: list[float] = []
     async with chromium_page(wav) as page:
-        await page.add_init_script(_FAKE_MIC)
+        await page.add_init_script(FAKE_MIC)
         await page.goto(f"{url}/")
         await page.click("#call")
         await page.wait_for_function("!document.querySelector('#text-input').disabled")

@@ -23,7 +23,7 @@ import numpy as np
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.echo import EchoCanceller
 from callbot.rtc.ice import restrict_host_addresses
-from tests import speech
+from support import speech
 
 from .common import ServerProcess, save, table
 

@@ -59,7 +59,7 @@ def words(text: str) -> list[str]:
 
 
 def clip(text: str, language: str, rate: int = 16_000) -> Any:
-    from tests import speech
+    from support import speech
 
     return speech.espeak(text, rate, voice=VOICES[language], words_per_minute=120).padded(0.3,
                                                                                           0.3)

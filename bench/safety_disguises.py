@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from callbot.pipeline.safety.moderation import WordListModerator
-from tests.test_safety_disguises import DISGUISED, ORDINARY
+from support.safety_sets import DISGUISED, ORDINARY
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

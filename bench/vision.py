@@ -36,7 +36,7 @@ SIGN_TEXT = ["FRESH COFFEE"]
 
 
 def sign_image() -> np.ndarray:
-    from tests.vision_frames import sign
+    from support.vision_frames import sign
 
     return sign(SIGN_TEXT)
 

@@ -17,7 +17,7 @@ from callbot.pipeline.settings import EngineSettings
 from callbot.pipeline.vision import VisionSettings
 from callbot.signalling.app import create_app, shared_engines
 from callbot.signalling.config import AuthSettings, CallbotConfig, Limits
-from tests import speech
+from support import speech
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub fails loudly
 # Tests never read or write the user's ~/.callbot (the default knowledge base lives there):

@@ -19,7 +19,7 @@ from callbot.pipeline.asr.whisper import (
 from callbot.pipeline.audio import PIPELINE_RATE
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.text import normalize_words, word_error_rate, word_errors
-from tests import speech
+from support import speech
 
 LIBRIVOX_MAX_WER = 0.15
 CARDS_MAX_WER = 0.20

@@ -8,11 +8,7 @@ Run inside a loopback-only network namespace:
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,58 +17,14 @@ import pytest
 
 from callbot.signalling.app import create_app
 from callbot.signalling.server.state import STATE
-from tests import speech
+from support import speech
+from support.browser import CHROMIUM, chromium_page
 from tests.conftest import TEST_CONFIG
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"  # CI keeps this folder
 QUESTION = "How many legs does a spider have?"
-
-
-def _chromium_args(wav: Path, loop: bool = False) -> list[str]:
-    return [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}" + ("" if loop else "%noloop"),
-        "--autoplay-policy=no-user-gesture-required",
-        "--allow-loopback-in-peer-connection",
-    ]
-
-
-@asynccontextmanager
-async def chromium_page(wav: Path, *, loop: bool = False, viewport: tuple[int, int] = (900, 760),
-                        color_scheme: str = "light") -> AsyncIterator[Any]:
-    """A page in a fresh headless Chromium whose microphone plays `wav` once (or in a loop)."""
-    from playwright.async_api import async_playwright
-
-    profile = tempfile.mkdtemp(prefix="callbot-chromium-")
-    try:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=_chromium_args(wav, loop),
-                viewport={"width": viewport[0], "height": viewport[1]},
-                color_scheme=color_scheme,  # type: ignore[arg-type]
-            )
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
-                page.set_default_timeout(30_000)
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                yield page
-                assert not errors, f"uncaught errors in the page: {errors}"
-            finally:
-                await context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

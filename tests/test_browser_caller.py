@@ -24,9 +24,10 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests import speech
+from support import speech
+from support.browser import FAKE_MIC, chromium_page
 from tests.conftest import free_port
-from tests.test_browser import ARTIFACTS, _calls, _wait_event, chromium_page, hangup_count
+from tests.test_browser import ARTIFACTS, _calls, _wait_event, hangup_count
 
 pytestmark = pytest.mark.e2e
 
@@ -120,36 +121,13 @@ async def test_displayed_latency_matches_what_the_caller_hears(server: str, wav:
     assert abs(shown_s * 1000 - truth_ms) <= 100, (text, truth_ms)
 
 
-# A microphone the test can speak into at a moment of its choosing: getUserMedia returns a
-# Web Audio stream, and __fakeMic.say(base64 WAV) plays a clip into it (the page and the
-# server get it like any microphone's audio; only its source is the test).
-_FAKE_MIC = """
-navigator.mediaDevices.getUserMedia = async () => {
-  const ctx = new AudioContext({sampleRate: 48000});
-  await ctx.resume();
-  const dest = ctx.createMediaStreamDestination();
-  window.__fakeMic = {
-    say: async (b64) => {
-      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const buf = await ctx.decodeAudioData(bytes.buffer);
-      const src = ctx.createBufferSource();
-      src.buffer = buf;
-      src.connect(dest);
-      src.start();
-    },
-  };
-  return dest.stream;
-};
-"""
-
-
 async def test_barge_in_silences_the_bot_in_the_page(server: str, tmp_path: Path) -> None:
     import base64
 
     interruption = speech.espeak("Wait, stop, I have another question.", 48_000).padded(0, 1.0)
     clip_b64 = base64.b64encode(interruption.write_wav(tmp_path / "barge.wav").read_bytes())
     async with chromium_page(tmp_path / "barge.wav") as page:
-        await page.add_init_script(_FAKE_MIC)
+        await page.add_init_script(FAKE_MIC)
         await page.goto(f"{server}/")
         await page.click("#call")
         await page.wait_for_function("!document.querySelector('#text-input').disabled")

@@ -17,7 +17,7 @@ from callbot.pipeline.engines import Engines
 from callbot.signalling.app import create_app
 from callbot.signalling.config import CallbotConfig, Limits
 from callbot.signalling.server.state import STATE
-from tests import speech
+from support import speech
 from tests.conftest import LOOPBACK, TEST_CONFIG, ServerFactory
 
 pytestmark = pytest.mark.e2e

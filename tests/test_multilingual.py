@@ -23,7 +23,7 @@ from callbot.pipeline.text import character_errors, has_cjk
 from callbot.pipeline.tts.espeak import EspeakSynthesizer
 from callbot.rtc.resample import resample_pcm
 from callbot.signalling.config import CallbotConfig, Limits
-from tests import speech
+from support import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak
 

@@ -27,14 +27,14 @@ from callbot.pipeline.engines import Engines
 from callbot.signalling.app import create_app
 from callbot.signalling.config import CallbotConfig
 from callbot.signalling.server.state import STATE
-from tests import speech
+from support import speech
+from support.browser import CHROMIUM, chromium_args
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.realtime_llm import SECRET_WORD, TOOL_CONFIG, tool_engines, tool_llm_url
 
 pytestmark = pytest.mark.e2e
 __all__ = ["tool_engines", "tool_llm_url"]  # fixtures
 
-CHROMIUM = "/usr/bin/chromium"
 JS = Path(__file__).parent / "realtime_js"
 QUESTION = "How many legs does a spider have?"
 ID = re.compile(r"^(event|item|resp|sess|conv|call)_[0-9a-f]{20}$")
@@ -92,11 +92,7 @@ async def realtime_page(base: str, wav: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="callbot-rt-chromium-")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}%noloop",
-            "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection"]
+    args = chromium_args(wav)
     try:
         async with async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from tests import speech
+from support import speech
 from tests.realtime_llm import SECRET_WORD, TOOL_CONFIG, TOOL_OUTPUT, tool_engines, tool_llm_url
 
 pytestmark = pytest.mark.e2e

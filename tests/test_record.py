@@ -22,7 +22,7 @@ from callbot.signalling.app import create_app
 from callbot.signalling.calls.handle import CallHandle
 from callbot.signalling.calls.hooks import CallHooks
 from callbot.signalling.config import AuthSettings, RecordSettings
-from tests import speech
+from support import speech
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak
 from tests.test_record_fast import otlp_receiver, parse_vtt, span_names

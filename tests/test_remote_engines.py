@@ -23,7 +23,7 @@ from callbot.pipeline.errors import RemoteEngineError
 from callbot.pipeline.remote_http import RemoteSettings
 from callbot.pipeline.text import word_error_rate
 from callbot.pipeline.tts.remote import RemoteSynthesizer
-from tests import speech
+from support import speech
 from tests.cluster_helpers import LOOPBACK, ROOT, free_port
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from callbot.pipeline.fakes import EventRecorder as Recorder
 from callbot.pipeline.fakes import MemoryOutput
 from callbot.pipeline.session import VoiceSession
 from callbot.pipeline.settings import ReplySettings, TurnSettings
-from tests import speech
+from support import speech
 
 QUESTION = "How many legs does a spider have?"
 # Short replies: the tests are about turn-taking.

@@ -14,7 +14,7 @@ from callbot.pipeline.vad import (
     WebRtcVad,
     speech_segmenter,
 )
-from tests import speech
+from support import speech
 
 LEAD_S = 0.5
 

@@ -35,7 +35,7 @@ from callbot.pipeline.vision.source import NO_VIDEO, NOTHING_USABLE
 from callbot.rtc.bot_video import BotVideoTrack, CaptionBoard
 from callbot.rtc.tracks import LatestVideoFrame
 from callbot.signalling.calls.sight import camera_frames, show_event
-from tests.vision_frames import CJK_FONT, face_photo, scenery, sign
+from support.vision_frames import CJK_FONT, face_photo, scenery, sign
 
 
 @pytest.fixture(scope="module")

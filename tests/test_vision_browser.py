@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests import speech
+from support import speech
+from support.browser import CHROMIUM, chromium_args
+from support.vision_frames import sign
 from tests.conftest import ServerFactory
-from tests.test_browser import CHROMIUM, _chromium_args, _events, _wait_event
+from tests.test_browser import _events, _wait_event
 from tests.test_vision_e2e import VISION_CONFIG
-from tests.vision_frames import sign
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,7 @@ async def camera_page(wav: Path, y4m: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="callbot-chromium-")
-    args = [*_chromium_args(wav), f"--use-file-for-fake-video-capture={y4m}"]
+    args = [*chromium_args(wav), f"--use-file-for-fake-video-capture={y4m}"]
     try:
         async with async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(

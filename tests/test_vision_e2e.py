@@ -25,10 +25,10 @@ from callbot.pipeline.vision.source import NO_VIDEO, NOTHING_USABLE
 from callbot.signalling.app import create_app
 from callbot.signalling.config import Limits
 from callbot.signalling.server.state import STATE
-from tests import speech
+from support import speech
+from support.vision_frames import sign
 from tests.conftest import TEST_CONFIG, ServerFactory
 from tests.test_call_e2e import speak
-from tests.vision_frames import sign
 
 pytestmark = pytest.mark.e2e
 
