@@ -1,8 +1,10 @@
-"""HTTP plumbing shared by the engines that run on an inference server (ASR, TTS).
+"""The one client every remote engine speaks OpenAI's HTTP protocol through: ASR, TTS
+(`/audio/*`), the LLM and vision (`/chat/completions`), moderation (`/moderations`).
 
-One `aiohttp.ClientSession` per engine (connection reuse), a timeout per request, and a
-retry policy that only repeats requests whose effect was never used: a transcription is
-idempotent, a synthesis is retried only while not one byte of its audio has arrived.
+One `aiohttp.ClientSession` per engine (connection reuse, reopened in a new event loop), the
+bearer key, a timeout per request, and a retry policy (ASR, TTS) that only repeats requests
+whose effect was never used: a transcription is idempotent, a synthesis is retried
+only while not one byte of its audio has arrived.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -39,8 +42,19 @@ class RemoteClient:
 
     def __init__(self, settings: RemoteSettings) -> None:
         self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_server(cls, base_url: str, *, api_key: str | None, timeout_s: float,
+                   connect_timeout_s: float = 5.0) -> RemoteClient:
+        return cls(RemoteSettings(base_url=base_url, api_key=api_key, timeout_s=timeout_s,
+                                  connect_timeout_s=min(connect_timeout_s, timeout_s)))
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        """`async with client.post("/chat/completions", json=...) as response:`"""
+        return self.session().post(self.settings.url(path), **kwargs)
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

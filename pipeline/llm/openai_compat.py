@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from ..remote_http import RemoteClient
 from .base import ChatMessage, LLMError
 from .tools import Tool, ToolRegistry, as_tool_data
 
@@ -29,16 +30,7 @@ class OpenAICompatibleModel:
         self.base_url = base_url.rstrip("/")
         self.name = model
         self.supports_tools = True
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
+        self._client = RemoteClient.for_server(base_url, api_key=api_key, timeout_s=timeout_s)
 
     async def stream_chat(
         self,
@@ -105,9 +97,8 @@ class OpenAICompatibleModel:
                               "content": as_tool_data(result)})
 
     async def _events(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        url = f"{self.base_url}/chat/completions"
         try:
-            async with self._client().post(url, json=body, headers=self._headers) as resp:
+            async with self._client.post("/chat/completions", json=body) as resp:
                 if resp.status != 200:
                     detail = (await resp.text())[:300]
                     raise LLMError(f"LLM server answered {resp.status}: {detail}")
@@ -122,8 +113,7 @@ class OpenAICompatibleModel:
         """Nothing to warm here: the server keeps its own caches."""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.aclose()
 
 
 def _plain(convo: list[dict[str, Any]]) -> list[dict[str, Any]]:

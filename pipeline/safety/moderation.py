@@ -19,11 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..remote_http import RemoteClient
 from .normalise import classifier_text, fold, is_cjk_term, latin_part, term_body
 from .wordlists import DEFAULT_WORD_LISTS
 
 if TYPE_CHECKING:
-    import aiohttp
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +180,8 @@ class ModerationEndpoint:
         self.model = model
         self.timeout_s = timeout_s
         self.fail_open = fail_open
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._session: aiohttp.ClientSession | None = None
+        self._client = RemoteClient.for_server(base_url, api_key=api_key, timeout_s=timeout_s)
         self.failures = 0
-
-    def _client(self) -> aiohttp.ClientSession:
-        import aiohttp  # here, not at import: the pipeline stays free of HTTP code until used
-
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
 
     async def check(self, text: str, language: str | None) -> Verdict:
         started = time.perf_counter()
@@ -211,15 +204,14 @@ class ModerationEndpoint:
                        (time.perf_counter() - started) * 1000)
 
     async def _post(self, text: str) -> Any:
-        async with self._client().post(f"{self.base_url}/moderations", headers=self._headers,
-                                       json={"model": self.model, "input": text}) as resp:
+        async with self._client.post("/moderations",
+                                     json={"model": self.model, "input": text}) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"answered {resp.status}")
             return await resp.json(content_type=None)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.aclose()
 
 
 def _parse_moderation(data: Any) -> Verdict:

@@ -10,6 +10,7 @@ import aiohttp
 import numpy as np
 
 from ..errors import PipelineError
+from ..remote_http import RemoteClient
 from .base import SynthesizedAudio
 
 OPENAI_PCM_RATE = 24_000
@@ -33,14 +34,8 @@ class OpenAISpeechSynthesizer:
         self._voices = dict(voices)
         self.voices = tuple(voices)
         self.sample_rate = sample_rate
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(3.0, timeout_s))
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
+        self._client = RemoteClient.for_server(base_url, api_key=api_key, timeout_s=timeout_s,
+                                               connect_timeout_s=3.0)
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> SynthesizedAudio:
         name = voice or self.voices[0]
@@ -51,8 +46,7 @@ class OpenAISpeechSynthesizer:
                 "response_format": "pcm"}
         chunks: list[bytes] = []
         try:
-            async with self._client().post(f"{self.base_url}/audio/speech", json=body,
-                                           headers=self._headers) as resp:
+            async with self._client.post("/audio/speech", json=body) as resp:
                 if resp.status != 200:
                     detail = (await resp.text())[:200]
                     raise SpeechServerError(f"speech server answered {resp.status}: {detail}")
@@ -71,8 +65,4 @@ class OpenAISpeechSynthesizer:
         pass
 
     def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            connector = session.connector
-            if connector is not None:
-                connector._close()  # sync close at shutdown; the loop may be gone
+        self._client.close()

@@ -14,6 +14,7 @@ import aiohttp
 import numpy as np
 
 from ..errors import EngineError
+from ..remote_http import RemoteClient
 from .base import SceneReading
 from .frames import to_jpeg
 
@@ -35,11 +36,7 @@ class OpenAIVision:
         self.model = model
         self.max_side = max_side
         self.max_tokens = max_tokens
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
-        self._session: aiohttp.ClientSession | None = None
+        self._client = RemoteClient.for_server(base_url, api_key=api_key, timeout_s=timeout_s)
         self._inflight = 0
 
     @property
@@ -50,11 +47,7 @@ class OpenAIVision:
         """Nothing to load; the endpoint is checked by the first turn that looks."""
 
     def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            try:
-                asyncio.get_running_loop().create_task(self._session.close())
-            except RuntimeError:
-                pass  # no loop any more: the session goes with the process
+        self._client.close()
 
     def request_body(self, jpeg: bytes, question: str) -> dict[str, Any]:
         url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
@@ -76,12 +69,9 @@ class OpenAIVision:
                        language: str | None = None) -> SceneReading:
         jpeg = await asyncio.to_thread(to_jpeg, image)  # encoding is CPU work: off the loop
         body = self.request_body(jpeg, question)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         self._inflight += 1
         try:
-            async with self._session.post(f"{self.base_url}/chat/completions", json=body,
-                                          headers=self._headers) as resp:
+            async with self._client.post("/chat/completions", json=body) as resp:
                 if resp.status != 200:
                     detail = (await resp.text())[:200]
                     raise EngineError(f"vision endpoint answered {resp.status}: {detail}")
