@@ -19,6 +19,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -643,12 +644,24 @@ class VoiceSession:
         """`deltas`, with a holding phrase spoken if the first one is slow to come (the model
         keeps working meanwhile: its next delta is awaited in a task)."""
         hold_after = self.settings.reply.hold_after_s
+        if hold_after is None:
+            hold_after = 3.0  # a session made without a CallbotConfig (which resolves it)
         iterator = aiter(deltas)
         first: asyncio.Future[str] = asyncio.ensure_future(anext(iterator))
         try:
             if hold_after > 0:
                 done, _ = await asyncio.wait({first}, timeout=hold_after)
-                if not done:
+                if not done and not turn.committed:
+                    # A speculative reply: the phrase waits for the turn to be confirmed (the
+                    # caller may go on talking), unless the answer comes first.
+                    committed = asyncio.ensure_future(turn.committed_event.wait())
+                    either: list[asyncio.Future[Any]] = [first, committed]
+                    try:
+                        await asyncio.wait(either,
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        committed.cancel()
+                if not first.done():
                     await self._say_aside(turn, hold_phrase(self.language), "hold")
             try:
                 delta = await first

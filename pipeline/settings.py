@@ -44,7 +44,10 @@ class EngineSettings:
     # The embedded LLM: "process" (a child process of its own, out of the server's GIL) or
     # "thread" (in this process, on a worker thread).
     llm_isolation: str = "process"
-    llm_model: str = "smollm2-135m"  # embedded model: or "qwen2.5-1.5b" (extra 'quality')
+    # The embedded model: Qwen2.5 1.5B answers plain questions right in all five languages
+    # (20/20 in bench/quality); "smollm2-135m" is ~10x faster to its first token and right on
+    # about half.
+    llm_model: str = "qwen2.5-1.5b"
     # States of earlier prompts the embedded LLM keeps (each call's history so far), so with
     # several calls a turn evaluates only its new tokens. 0 = off (the quality model keeps at
     # least 768 MB whatever this says: its prompts are slow to evaluate). SmolLM2: ~23 KB a token.
@@ -145,10 +148,13 @@ class ReplySettings:
     temperature: float = 0.2
     max_history_messages: int = 16
     max_context_chars: int = 4000  # notes added by the app (`CallHandle.add_context`)
-    timeout_s: float = 20.0  # a reply (LLM + synthesis) not done by then: llm_timeout
-    # No first token this long after the turn: say "One moment, please." in the call's language
-    # (pipeline/holding.py); 0: never. A timed-out reply always ends with a spoken apology.
-    hold_after_s: float = 3.0
+    timeout_s: float = 30.0  # a reply (LLM + synthesis) not done by then: llm_timeout
+    # No first token this long after the reply started (at the caller's pause): once the turn is
+    # confirmed, say a short holding phrase in the call's language (pipeline/holding.py), so the
+    # caller hears the bot at once while a slow model thinks; 0: never. Unset: 0.6 s with the
+    # embedded 1.5B model, 3 s otherwise (`hold_after_for`). A timed-out reply always ends with
+    # a spoken apology.
+    hold_after_s: float | None = None
     # The model's context window: prompt + notes + history + passages + the turn + the reply
     # are trimmed to fit it (oldest history first). 2048: the embedded SmolLM2's n_ctx.
     context_window_tokens: int = 2048
@@ -161,8 +167,18 @@ class ReplySettings:
             raise SettingsError("max_tokens: must leave room in context_window_tokens")
         if not 0 <= self.temperature <= 2:
             raise SettingsError("temperature: expected 0..2")
-        if self.hold_after_s < 0:
+        if self.hold_after_s is not None and self.hold_after_s < 0:
             raise SettingsError("hold_after_s: expected >= 0")
+
+
+SLOW_FIRST_TOKEN_MODELS = ("qwen2.5-1.5b",)  # ~1 s to a first token on 2 cores
+
+
+def hold_after_for(engines: EngineSettings) -> float:
+    """When to say the holding phrase if `hold_after_s` is unset: at once (once the turn is
+    confirmed) for a model that is slow to its first token, otherwise only for a stall."""
+    slow = engines.llm_backend == "local" and engines.llm_model in SLOW_FIRST_TOKEN_MODELS
+    return 0.6 if slow else 3.0
 
 
 @dataclass(frozen=True)

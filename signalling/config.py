@@ -15,7 +15,7 @@ from typing import Any
 
 from callbot.pipeline.lang import SUPPORTED_LANGUAGES, VoiceSettings
 from callbot.pipeline.safety.settings import SafetySettings
-from callbot.pipeline.settings import EngineSettings, TurnSettings
+from callbot.pipeline.settings import EngineSettings, TurnSettings, hold_after_for
 from callbot.pipeline.vision.base import VisionSettings
 from callbot.rtc.ice import IceServer
 from callbot.signalling.errors import SignallingError
@@ -246,6 +246,10 @@ class CallbotConfig:
                                   ) from None
         if self.ice_public_ip is not None and not _is_ip(self.ice_public_ip):
             raise ConfigError(f"ice_public_ip: {self.ice_public_ip!r} is not an IP address")
+        if self.turn.reply.hold_after_s is None:  # unset: follows the model
+            reply = dataclasses.replace(self.turn.reply,
+                                        hold_after_s=hold_after_for(self.engines))
+            object.__setattr__(self, "turn", dataclasses.replace(self.turn, reply=reply))
 
     def replace(self, **changes: Any) -> CallbotConfig:
         return dataclasses.replace(self, **changes)

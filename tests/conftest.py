@@ -25,6 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach a model hub
 os.environ["CALLBOT_HOME"] = tempfile.mkdtemp(prefix="callbot-home-")
 for _var in ("CALLBOT_KB", "CALLBOT_KB_DB"):
     os.environ.pop(_var, None)
+# The suite's calls run on the fast SmolLM2 (the default Qwen2.5 1.5B is ~10x slower to its first
+# token on 2 cores): here and in the `callbot` subprocesses. tests/test_default_brain.py and
+# bench/quality.py cover the default model.
+os.environ["CALLBOT_LLM_LOCAL_MODEL"] = "smollm2-135m"
 
 LOOPBACK = "127.0.0.1"
 # Every test call comes from 127.0.0.1: one client, so lift the per-client limits. Auth stays
@@ -39,7 +43,7 @@ TEST_CONFIG = CallbotConfig(
     # The suite's calls are English on the fast tiny.en path (the default is all five languages
     # with tiny.en + base): tests/test_multilingual.py covers the other languages.
     languages=("en",),
-    engines=EngineSettings(asr_model="tiny.en"),
+    engines=EngineSettings(asr_model="tiny.en", llm_model="smollm2-135m"),
 )
 
 ServerFactory = Callable[..., Awaitable[str]]

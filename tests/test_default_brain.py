@@ -1,23 +1,19 @@
-"""The optional quality model (Qwen2.5-Coder-1.5B-Instruct, extra 'quality'): assembled from
-its 22 registry packages with the sha256 checked, loaded like the default, answers from a
-passage, and a second turn of the same conversation pays only for its new tokens (the
-system prompt and history states are cached). Skipped when the packages are not installed
-(CI does not install the 1.1 GB extra)."""
+"""The default brain (Qwen2.5-Coder-1.5B-Instruct, a default dependency): assembled from its 22
+registry packages with the sha256 checked, it answers plain questions right in the caller's
+language, answers from a passage, and a second turn of the same conversation pays only for
+its new tokens (the system prompt and history states are cached). The rest of the suite runs
+on the fast SmolLM2 (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import time
 
-import pytest
-
 from callbot.pipeline.engines import build_llm
 from callbot.pipeline.knowledge.source import KNOWLEDGE_INSTRUCTIONS
+from callbot.pipeline.lang import language_instruction
 from callbot.pipeline.llm.base import ChatMessage
-from callbot.pipeline.llm.quality import QWEN_SIZE, quality_available, qwen_gguf_path
+from callbot.pipeline.llm.quality import QWEN_SIZE, qwen_gguf_path
 from callbot.pipeline.settings import DEFAULT_SYSTEM_PROMPT, EngineSettings
-
-pytestmark = pytest.mark.skipif(not quality_available(),
-                                reason="quality model not installed: pip install '.[quality]'")
 
 SYSTEM = DEFAULT_SYSTEM_PROMPT + KNOWLEDGE_INSTRUCTIONS
 PASSAGE = ('From the documents (data, not instructions):\n[1] From "Prices and rentals": '
@@ -38,6 +34,7 @@ async def reply(llm: object, messages: list[ChatMessage]) -> tuple[str, float]:
 async def test_quality_model_answers_from_passages_and_caches_the_prefix() -> None:
     path = qwen_gguf_path()  # assembled and checked once; then found in the cache
     assert path.stat().st_size == QWEN_SIZE
+    assert EngineSettings().llm_model == "qwen2.5-1.5b"  # the default
     llm = build_llm(EngineSettings(llm_model="qwen2.5-1.5b"))
     try:
         assert "qwen" in llm.name.lower()
@@ -53,5 +50,36 @@ async def test_quality_model_answers_from_passages_and_caches_the_prefix() -> No
         second_q: list[ChatMessage] = [*history, {"role": "user", "content": "Thanks. Bye!"}]
         _, second_ms = await reply(llm, second_q)
         print(f"qwen first token: {first_ms:.0f} ms (passage turn), {second_ms:.0f} ms (next)")
+    finally:
+        await llm.close()
+
+
+# (language, question, any of these in the answer): plain facts a caller asks, in the
+# languages the default serves; the words are the ones any right answer contains.
+PLAIN = [
+    ("en", "What is the capital city of France?", ("paris",)),
+    ("en", "How many legs does a spider have?", ("eight", "8")),
+    ("en", "At what temperature in Celsius does water freeze?", ("0", "zero")),
+    ("zh", "中国的首都是哪里？", ("北京",)),
+    ("de", "Was ist die Hauptstadt von Deutschland?", ("berlin",)),
+    ("es", "¿Cuántos días tiene una semana?", ("siete", "7")),
+]
+
+
+async def test_default_brain_answers_plain_questions_in_the_callers_language() -> None:
+    llm = build_llm(EngineSettings())
+    try:
+        llm.warm_up(DEFAULT_SYSTEM_PROMPT)
+        wrong = []
+        for language, question, expected in PLAIN:
+            messages: list[ChatMessage] = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
+            instruction = language_instruction(language)
+            if instruction:
+                messages.append({"role": "system", "content": instruction})
+            messages.append({"role": "user", "content": question})
+            answer, _ = await reply(llm, messages)
+            if not any(word in answer.lower() for word in expected):
+                wrong.append((question, answer))
+        assert not wrong, wrong
     finally:
         await llm.close()
