@@ -140,6 +140,32 @@ class ClusterSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebRtcSettings:
+    """What a browser's peer connection is told, besides the top-level `ice_servers` (which
+    both the browser and the server's peer use). A TURN server with a shared secret (coturn
+    `use-auth-secret` + `static-auth-secret`, the TURN REST convention) gets short-lived
+    credentials minted per request (`GET /v1/ice_servers`) and per call."""
+
+    turn_urls: tuple[str, ...] = ()  # e.g. ["turn:turn.example.com:3478?transport=udp"]
+    turn_shared_secret: str | None = None  # coturn's static-auth-secret
+    turn_credential_ttl_s: float = 3600.0  # how long minted credentials work
+    # "all" or "relay" (only relayed candidates: the page sets iceTransportPolicy "relay",
+    # for callers whose network allows nothing else, or to keep their address private)
+    ice_transport_policy: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise ConfigError("ice_transport_policy: expected 'all' or 'relay'")
+        if bool(self.turn_urls) != bool(self.turn_shared_secret):
+            raise ConfigError("turn_urls and turn_shared_secret: set both or neither")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        if self.turn_credential_ttl_s <= 0:
+            raise ConfigError("turn_credential_ttl_s: must be greater than 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class KnowledgeSettings:
     """The documents the bot answers from (`callbot kb add ...`). With `db` unset the default
     index (`default_kb_path()`, where `callbot kb add` writes) is used when it exists, so
@@ -233,6 +259,7 @@ class CallbotConfig:
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
     ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
+    webrtc: WebRtcSettings = dataclasses.field(default_factory=WebRtcSettings)
     # Remote candidates that get connectivity checks (CIDRs). None: automatic — a public
     # deployment (ice_public_ip, or a global ice_hosts address) checks global addresses only
     # (no loopback/private/link-local); a loopback or private one checks any unicast address.
@@ -343,7 +370,7 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
     if isinstance(default, dict):
         return _string_map(raw, name)
     if field.name in ("ice_hosts", "languages", "bearer_tokens", "admin_tokens",
-                      "allowed_origins", "server_voices", "ice_remote_networks"):
+                      "allowed_origins", "server_voices", "ice_remote_networks", "turn_urls"):
         if raw is None and field.name in ("ice_hosts", "ice_remote_networks"):
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
@@ -424,6 +451,8 @@ ENV_KEYS = {
     "CALLBOT_TTS_URL": "engines.tts_url",
     "CALLBOT_CLUSTER": "cluster.redis_url",
     "CALLBOT_ADVERTISE_URL": "cluster.advertise_url",
+    "CALLBOT_TURN_URLS": "webrtc.turn_urls",
+    "CALLBOT_TURN_SHARED_SECRET": "webrtc.turn_shared_secret",
     "CALLBOT_CLUSTER_FORWARD_SECRET": "cluster.forward_secret",
     "CALLBOT_CLUSTER_FORWARD_SECRET_FILE": "cluster.forward_secret_file",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",

@@ -275,7 +275,7 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
             wanted.sdp = _guard_offer(validate_sdp(wanted.sdp, limits.max_sdp_bytes), state)
         validate_options(wanted.options, state)
         wanted.options = await state.hook_runner.options_for(request, wanted.options)
-        ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
+        ice_servers = await state.ice_servers_for(request, principal)
         if not reserved:
             try:
                 state.registry.reserve()
