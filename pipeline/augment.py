@@ -44,6 +44,9 @@ class ContextSource(Protocol):
     async def context_for(self, request: TurnRequest) -> TurnContext | None: ...
 
 
+MAX_NOTES_CHARS = 32_000  # one source's notes for one turn (more never fits a prompt)
+
+
 @dataclass
 class GatheredContext:
     blocks: list[str]  # one labelled block of notes per source that had something
@@ -74,8 +77,13 @@ async def gather_context(sources: Sequence[ContextSource],
         gathered.events.extend(result.events)
         if result.notes.strip():
             # Documents, app passages, what the camera reads: anyone may have written them,
-            # so they are quoted between delimiters with any instructions taken out.
-            block, found = quote_context(source.label, result.notes)
+            # so they are quoted between delimiters with any instructions taken out. About
+            # 7 µs a character: long notes (an app's own source) are done on a thread.
+            notes = result.notes[:MAX_NOTES_CHARS]
+            if len(notes) > 2000:
+                block, found = await asyncio.to_thread(quote_context, source.label, notes)
+            else:
+                block, found = quote_context(source.label, notes)
             gathered.blocks.append(block)
             if found.flagged:
                 log.warning("context source %s: instructions neutralised (%s)", source.name,

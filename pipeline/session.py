@@ -196,8 +196,9 @@ class VoiceSession:
             return
         if not trusted:
             # Notes hold what others wrote (a customer record, what was remembered of the
-            # caller's earlier calls): instructions in them are taken out and flagged too.
-            found = neutralise(text)
+            # caller's earlier calls): instructions in them are taken out and flagged too
+            # (cut to the notes' limit first: at most a few ms here).
+            found = neutralise(text[:self.settings.reply.max_context_chars])
             if found.flagged:
                 log.warning("call notes: instructions neutralised (%s)",
                             ",".join(found.findings))
