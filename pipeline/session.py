@@ -36,7 +36,7 @@ from .llm.base import ChatMessage
 from .llm.repetition import RepetitionCut
 from .llm.tools import Tool
 from .safety.guard import GuardDecision, TurnGuard
-from .safety.injection import CLOSE, OPEN, neutralise
+from .safety.injection import ALWAYS_DELIMIT, CLOSE, OPEN, neutralise
 from .settings import TurnSettings
 from .text import SentenceChunker, needs_space
 from .turn import AudioOutput, Turn
@@ -86,6 +86,7 @@ class VoiceSession:
         self.history: list[ChatMessage] = [{"role": "system", "content": prompt}]
         self.prompt_suffix = ""  # kept after a client's new instructions (set_system_prompt)
         self._context: list[str] = []  # notes from the app (add_context), for every reply
+        self._notes_flagged = ALWAYS_DELIMIT  # quoted in <data> tags once any had instructions
         self.context_sources = list(context_sources)  # knowledge, vision, memory...
         # Safety: each guard checks the caller's turn before the LLM and every bot sentence
         # before it is spoken (pipeline/safety).
@@ -199,6 +200,7 @@ class VoiceSession:
             # (cut to the notes' limit first: at most a few ms here).
             found = neutralise(text[:self.settings.reply.max_context_chars])
             if found.flagged:
+                self._notes_flagged = True
                 log.warning("call notes: instructions neutralised (%s)",
                             ",".join(found.findings))
                 self._send(injection_event("notes", found))
@@ -713,8 +715,9 @@ class VoiceSession:
         messages = history[:1] + history[self._history_start(history):]
         if self._context:
             notes = "\n".join(f"- {note}" for note in self._context)
-            messages.insert(1, {"role": "system",
-                                "content": f"{CONTEXT_HEADER}\n{OPEN}\n{notes}\n{CLOSE}"})
+            if self._notes_flagged:  # as quote_context does: tags once anything was taken out
+                notes = f"{OPEN}\n{notes}\n{CLOSE}"
+            messages.insert(1, {"role": "system", "content": f"{CONTEXT_HEADER}\n{notes}"})
         for block in extra:
             messages.append({"role": "system", "content": block})
         instruction = language_instruction(self.language)
