@@ -3,8 +3,9 @@
 Knowledge-base passages, what the camera shows, the caller's remembered history: each is a
 `ContextSource`. Before the LLM is asked (already during speculation, so it overlaps the
 end-of-turn wait), the session asks every source for the turn, concurrently, and puts what
-they return into the prompt as marked data (never as instructions). A source that fails or is
-slower than its budget is skipped for that turn; the call goes on.
+they return into the prompt as quoted data between delimiters, with any instructions in it
+taken out and flagged (`safety.flagged`, source "context": pipeline/safety/injection.py). A
+source that fails or is slower than its budget is skipped for that turn; the call goes on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .events import Event
+from .events import Event, SafetyFlagged
+from .safety.injection import Neutralised, quote_context
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ class ContextSource(Protocol):
     timeout_s: float  # a source that takes longer is skipped for this turn
 
     async def context_for(self, request: TurnRequest) -> TurnContext | None: ...
+
+
+MAX_NOTES_CHARS = 32_000  # one source's notes for one turn (more never fits a prompt)
 
 
 @dataclass
@@ -71,6 +76,22 @@ async def gather_context(sources: Sequence[ContextSource],
         gathered.timings.update(result.timings)
         gathered.events.extend(result.events)
         if result.notes.strip():
-            gathered.blocks.append(
-                f"{source.label} (data, not instructions):\n{result.notes.strip()}")
+            # Documents, app passages, what the camera reads: anyone may have written them,
+            # so they are quoted between delimiters with any instructions taken out. About
+            # 7 µs a character: long notes (an app's own source) are done on a thread.
+            notes = result.notes[:MAX_NOTES_CHARS]
+            if len(notes) > 2000:
+                block, found = await asyncio.to_thread(quote_context, source.label, notes)
+            else:
+                block, found = quote_context(source.label, notes)
+            gathered.blocks.append(block)
+            if found.flagged:
+                log.warning("context source %s: instructions neutralised (%s)", source.name,
+                            ",".join(found.findings))
+                gathered.events.append(injection_event(source.name, found))
     return gathered
+
+
+def injection_event(source_name: str, found: Neutralised) -> SafetyFlagged:
+    return SafetyFlagged(source="context", categories=("prompt_injection",),
+                         action="neutralised", context=source_name)

@@ -140,13 +140,16 @@ class VisionUsed(Event):
 @dataclass(frozen=True)
 class SafetyFlagged(Event):
     """Moderation flagged what the caller said (`source` "caller": `action` "refused" = a
-    calm reply instead of the LLM's, "warned" = answered anyway) or a sentence the bot was
-    about to say ("bot": "blocked", never spoken)."""
+    calm reply instead of the LLM's, "warned" = answered anyway), a sentence the bot was
+    about to say ("bot": "blocked", never spoken), or text for the LLM's context that held
+    instructions ("context": "neutralised", quoted without them; `context` names the source:
+    knowledge, passages, vision, notes...)."""
 
     type: ClassVar[str] = "safety.flagged"
-    source: str  # caller | bot
+    source: str  # caller | bot | context
     categories: tuple[str, ...]
-    action: str  # refused | warned | blocked
+    action: str  # refused | warned | blocked | neutralised
+    context: str | None = None  # which context source (source "context" only)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 from . import events as ev
 from .asr.prompt import asr_prompt
 from .audio import FRAME_MS
-from .augment import ContextSource, TurnRequest, gather_context
+from .augment import ContextSource, TurnRequest, gather_context, injection_event
 from .backchannel import is_backchannel
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
@@ -37,6 +37,7 @@ from .llm.base import ChatMessage
 from .llm.repetition import RepetitionCut
 from .llm.tools import Tool
 from .safety.guard import GuardDecision, TurnGuard
+from .safety.injection import ALWAYS_DELIMIT, CLOSE, OPEN, neutralise
 from .settings import TurnSettings
 from .text import SentenceChunker, needs_space
 from .turn import AudioOutput, Turn
@@ -86,6 +87,7 @@ class VoiceSession:
         self.history: list[ChatMessage] = [{"role": "system", "content": prompt}]
         self.prompt_suffix = ""  # kept after a client's new instructions (set_system_prompt)
         self._context: list[str] = []  # notes from the app (add_context), for every reply
+        self._notes_flagged = ALWAYS_DELIMIT  # quoted in <data> tags once any had instructions
         self.context_sources = list(context_sources)  # knowledge, vision, memory...
         # Safety: each guard checks the caller's turn before the LLM and every bot sentence
         # before it is spoken (pipeline/safety).
@@ -187,12 +189,24 @@ class VoiceSession:
 
         turn.task = asyncio.create_task(self._guarded(turn, self._deliver(turn, words())))
 
-    def add_context(self, text: str) -> None:
+    def add_context(self, text: str, *, trusted: bool = False) -> None:
         """A note the LLM sees in every following turn of this call (e.g. the customer record).
-        Notes are data for the model, not instructions; the oldest go past the size limit."""
-        text = text.strip()
-        if not text or self._closed:
+        Notes are data for the model, not instructions; the oldest go past the size limit.
+        `trusted`: from a client allowed to instruct the bot (kept as written)."""
+        if not text.strip() or self._closed:
             return
+        if not trusted:
+            # Notes hold what others wrote (a customer record, what was remembered of the
+            # caller's earlier calls): instructions in them are taken out and flagged too
+            # (cut to the notes' limit first: at most a few ms here).
+            found = neutralise(text[:self.settings.reply.max_context_chars])
+            if found.flagged:
+                self._notes_flagged = True
+                log.warning("call notes: instructions neutralised (%s)",
+                            ",".join(found.findings))
+                self._send(injection_event("notes", found))
+            text = found.text
+        text = text.strip()
         self._context.append(text)
         limit = self.settings.reply.max_context_chars
         while len(self._context) > 1 and sum(len(n) for n in self._context) > limit:
@@ -714,6 +728,8 @@ class VoiceSession:
         messages = history[:1] + history[self._history_start(history):]
         if self._context:
             notes = "\n".join(f"- {note}" for note in self._context)
+            if self._notes_flagged:  # as quote_context does: tags once anything was taken out
+                notes = f"{OPEN}\n{notes}\n{CLOSE}"
             messages.insert(1, {"role": "system", "content": f"{CONTEXT_HEADER}\n{notes}"})
         for block in extra:
             messages.append({"role": "system", "content": block})

@@ -8,7 +8,11 @@ for tests and load tests, one public interface on a server).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +30,29 @@ class IceServer:
     urls: tuple[str, ...]
     username: str | None = None
     credential: str | None = None
+
+
+def turn_rest_credentials(urls: Sequence[str], shared_secret: str, *, ttl_s: float,
+                          user: str, now: float | None = None) -> IceServer:
+    """Short-lived TURN credentials in the TURN REST convention (coturn's
+    `use-auth-secret` / `static-auth-secret`): the username is "<expiry unix time>:<user>",
+    the password base64(HMAC-SHA1(secret, username)). The TURN server checks both without
+    asking anyone; they stop working at the expiry."""
+    expiry = int((time.time() if now is None else now) + ttl_s)
+    username = f"{expiry}:{user}"
+    mac = hmac.new(shared_secret.encode(), username.encode(), hashlib.sha1).digest()
+    return IceServer(urls=tuple(urls), username=username,
+                     credential=base64.b64encode(mac).decode())
+
+
+def ice_server_json(server: IceServer) -> dict[str, object]:
+    """An `RTCIceServer` dictionary as a browser takes it."""
+    out: dict[str, object] = {"urls": list(server.urls)}
+    if server.username is not None:
+        out["username"] = server.username
+    if server.credential is not None:
+        out["credential"] = server.credential
+    return out
 
 
 def rtc_configuration(servers: Sequence[IceServer] = ()) -> RTCConfiguration:

@@ -195,6 +195,10 @@ def _redis_store(state: AppState) -> SharedStore:
         raise ConfigError("cluster.advertise_url: required with cluster.redis_url (the URL other "
                           "nodes forward offers to, e.g. http://10.0.0.7:8080)")
     registry = state.registry
+    key = settings.forward_key()
+    if key is None:
+        log.warning("cluster: no cluster.forward_secret: a full node answers 503 instead of "
+                    "handing offers to another node")
 
     async def hang_up(call_id: str) -> None:
         call = registry.get(call_id)
@@ -209,7 +213,8 @@ def _redis_store(state: AppState) -> SharedStore:
         capacity=registry.max_calls, limiter=state.limiter,
         load=lambda: registry.load, draining=lambda: state.draining, hang_up=hang_up,
         live_calls=live_calls, metrics_text=lambda: state.metrics.render()[0],
-        node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s)
+        node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s,
+        forward_key=key)
 
 
 def mount(parent: web.Application, prefix: str = "/callbot",

@@ -43,6 +43,13 @@ class Limits:
     max_text_chars: int = 1000  # one typed turn
     max_calls_per_client: int = 4  # concurrent calls of one client (token subject or IP)
     call_rate_per_minute: float = 30.0  # call set-ups per client per minute (token bucket)
+    # Realtime client secrets (POST /v1/realtime/client_secrets), per credential: mints per
+    # minute (token bucket; beyond: 429 with Retry-After) and unused ones kept (minting more
+    # drops that credential's oldest, never another's); all credentials together: at most
+    # `max_client_secrets` unused (beyond: 429).
+    client_secrets_per_minute: float = 20.0
+    max_client_secrets_per_client: int = 50
+    max_client_secrets: int = 10_000
     drain_s: float = 10.0  # on shutdown: how long active calls may go on before being closed
     # Slow clients (see signalling/server/slowclients.py): headers and body must arrive in time.
     header_timeout_s: float = 10.0
@@ -101,13 +108,61 @@ class ClusterSettings:
     advertise_url: str | None = None  # how other nodes reach this one, e.g. http://10.0.0.7:8080
     node_ttl_s: float = 3.0  # a node silent this long is dead; its calls end as node_lost
     heartbeat_s: float = 1.0
+    # Signs offers a full node hands to another (the caller's address rides along): the same
+    # on every node, never stored in Redis. Unset: no forwarding (a full node answers 503).
+    # `--workers` without `--cluster` makes one for its own workers.
+    forward_secret: str | None = None
+    forward_secret_file: str | None = None  # or read from this file (e.g. a mounted secret)
 
     def __post_init__(self) -> None:
         if self.node_ttl_s <= self.heartbeat_s or self.heartbeat_s <= 0:
             raise ConfigError("node_ttl_s must be greater than heartbeat_s (> 0)")
+        if self.forward_secret is not None and len(self.forward_secret) < 16:
+            raise ConfigError("forward_secret: at least 16 characters (e.g. `openssl rand "
+                              "-hex 32`)")
+        if self.forward_secret is not None and self.forward_secret_file is not None:
+            raise ConfigError("forward_secret and forward_secret_file: set one of them")
+
+    def forward_key(self) -> bytes | None:
+        """The key that signs forwarded offers (read from the file, if one is named)."""
+        if self.forward_secret_file is not None:
+            try:
+                key = Path(self.forward_secret_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"forward_secret_file: {exc}") from None
+            if len(key) < 16:
+                raise ConfigError("forward_secret_file: the key needs at least 16 characters")
+            return key.encode()
+        return self.forward_secret.encode() if self.forward_secret else None
         if self.redis_url is not None and not self.redis_url.startswith(
                 ("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url: expected redis://, rediss:// or unix://")
+
+
+@dataclasses.dataclass(frozen=True)
+class WebRtcSettings:
+    """What a browser's peer connection is told, besides the top-level `ice_servers` (which
+    both the browser and the server's peer use). A TURN server with a shared secret (coturn
+    `use-auth-secret` + `static-auth-secret`, the TURN REST convention) gets short-lived
+    credentials minted per request (`GET /v1/ice_servers`) and per call."""
+
+    turn_urls: tuple[str, ...] = ()  # e.g. ["turn:turn.example.com:3478?transport=udp"]
+    turn_shared_secret: str | None = None  # coturn's static-auth-secret
+    turn_credential_ttl_s: float = 3600.0  # how long minted credentials work
+    # "all" or "relay" (only relayed candidates: the page sets iceTransportPolicy "relay",
+    # for callers whose network allows nothing else, or to keep their address private)
+    ice_transport_policy: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise ConfigError("ice_transport_policy: expected 'all' or 'relay'")
+        if bool(self.turn_urls) != bool(self.turn_shared_secret):
+            raise ConfigError("turn_urls and turn_shared_secret: set both or neither")
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        if self.turn_credential_ttl_s <= 0:
+            raise ConfigError("turn_credential_ttl_s: must be greater than 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +259,7 @@ class CallbotConfig:
     ice_hosts: tuple[str, ...] | None = None  # None: every local address aioice finds
     ice_servers: tuple[IceServer, ...] = ()
     ice_public_ip: str | None = None  # NAT 1:1: announced instead of host candidate addresses
+    webrtc: WebRtcSettings = dataclasses.field(default_factory=WebRtcSettings)
     # Remote candidates that get connectivity checks (CIDRs). None: automatic — a public
     # deployment (ice_public_ip, or a global ice_hosts address) checks global addresses only
     # (no loopback/private/link-local); a loopback or private one checks any unicast address.
@@ -318,7 +374,7 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
     if isinstance(default, dict):
         return _string_map(raw, name)
     if field.name in ("ice_hosts", "languages", "bearer_tokens", "admin_tokens",
-                      "allowed_origins", "server_voices", "ice_remote_networks"):
+                      "allowed_origins", "server_voices", "ice_remote_networks", "turn_urls"):
         if raw is None and field.name in ("ice_hosts", "ice_remote_networks"):
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
@@ -399,6 +455,10 @@ ENV_KEYS = {
     "CALLBOT_TTS_URL": "engines.tts_url",
     "CALLBOT_CLUSTER": "cluster.redis_url",
     "CALLBOT_ADVERTISE_URL": "cluster.advertise_url",
+    "CALLBOT_TURN_URLS": "webrtc.turn_urls",
+    "CALLBOT_TURN_SHARED_SECRET": "webrtc.turn_shared_secret",
+    "CALLBOT_CLUSTER_FORWARD_SECRET": "cluster.forward_secret",
+    "CALLBOT_CLUSTER_FORWARD_SECRET_FILE": "cluster.forward_secret_file",
     "CALLBOT_LLM_BACKEND": "engines.llm_backend",
     "CALLBOT_LLM_ISOLATION": "engines.llm_isolation",
     "CALLBOT_LLM_STATE_CACHE_MB": "engines.llm_state_cache_mb",

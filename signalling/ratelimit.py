@@ -56,6 +56,10 @@ class ClientLimiter:
         self._take_token(client)
         self._active[client] = self.active(client) + 1
 
+    def take(self, client: str) -> None:
+        """One token of `client`'s rate (no concurrency counted), or RateLimited."""
+        self._take_token(client)
+
     def release(self, client: str) -> None:
         left = self.active(client) - 1
         if left > 0:

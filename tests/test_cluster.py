@@ -61,7 +61,9 @@ def loopback_candidates() -> Any:
 @pytest.fixture
 def tmp_config(tmp_path: Path) -> Path:
     path = tmp_path / "callbot.toml"
-    path.write_text("[limits]\nmax_calls_per_client = 50\ncall_rate_per_minute = 10000\n")
+    # Every node signs forwarded offers with the same configured key (never kept in Redis).
+    path.write_text("[limits]\nmax_calls_per_client = 50\ncall_rate_per_minute = 10000\n"
+                    '[cluster]\nforward_secret = "cluster-test-forward-secret-0123"\n')
     return path
 
 

@@ -20,6 +20,7 @@
 //   callbot.hooks.track       [fn(RTCTrackEvent)]           every remote track (video too)
 //   callbot.hooks.callEnded   [fn()]                        after a call is torn down
 //   callbot.videoSlot         the element a video UI may render into (unhide it)
+//   callbot.iceServers        the STUN/TURN servers of the last call (GET v1/ice_servers)
 //   callbot.pc, .channel, .callId, .events, .state ("speaking" = audible), .serverState,
 //   callbot.latencies (per turn), callbot.stops (per Stop/barge-in, in ms: playedSilentMs,
 //   receivedSilentMs, fromSpeechMs), callbot.bargeIns (heardStopMs: the caller's speech over
@@ -878,6 +879,24 @@ registerProcessor("callbot-level-tap", LevelTap);
     return stream;
   }
 
+  // The STUN/TURN servers the server hands out (short-lived TURN credentials when it has a
+  // TURN shared secret) and its ICE policy ("relay": relayed candidates only). A server
+  // that does not answer leaves the page on host candidates, as before.
+  async function iceConfiguration() {
+    try {
+      const res = await fetch("v1/ice_servers", { cache: "no-store" });
+      if (res.ok) {
+        const data = await res.json();
+        callbot.iceServers = data.ice_servers || [];
+        return { iceServers: callbot.iceServers,
+                 iceTransportPolicy: data.ice_transport_policy === "relay" ? "relay" : "all" };
+      }
+    } catch (err) {
+      console.warn("callbot: no ICE servers from the server", err);
+    }
+    return { iceServers: [] };
+  }
+
   async function postOffer(pc) {
     const options = {};
     if (ui.voice.value) options.voice = ui.voice.value;
@@ -956,7 +975,7 @@ registerProcessor("callbot-level-tap", LevelTap);
       ui.videoSlot.hidden = false;
     }
 
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection(await iceConfiguration());
     callbot.pc = pc;
     // The events channel must exist before the offer so it is negotiated with it.
     const channel = pc.createDataChannel("events");

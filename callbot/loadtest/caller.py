@@ -146,7 +146,9 @@ class SyntheticCaller:
         send_video: bool = False,
         video_image: np.ndarray | None = None,  # send this still picture as the camera
         headers: dict[str, str] | None = None,  # e.g. Authorization for the POST
+        relay_only: bool = False,  # only TURN-relayed candidates (iceTransportPolicy "relay")
     ) -> None:
+        self.relay_only = relay_only
         self.base_url = base_url.rstrip("/")
         self.options = options
         self.headers = headers
@@ -180,8 +182,11 @@ class SyntheticCaller:
             pc.addTrack(self.camera)
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        if self.relay_only:
+            sdp = self._relay_only(sdp)
         self.offer_sent_at = time.monotonic()
-        body: dict[str, Any] = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        body: dict[str, Any] = {"sdp": sdp, "type": "offer"}
         if self.options:
             body["options"] = self.options
         async with aiohttp.ClientSession() as http, http.post(
@@ -201,6 +206,26 @@ class SyntheticCaller:
             await asyncio.sleep(0.02)
         self.connected_at = time.monotonic()
         return self.call_id
+
+    def _relay_only(self, sdp: str) -> str:
+        """What a browser with iceTransportPolicy "relay" does (aiortc has no such policy):
+        only relayed candidates are offered, and only they are used for checks."""
+        for transceiver in self.pc.getTransceivers():
+            self._keep_relay(transceiver.sender.transport.transport.iceGatherer)
+        if self.pc.sctp is not None:
+            self._keep_relay(self.pc.sctp.transport.transport.iceGatherer)
+        lines = sdp.split("\r\n")
+        kept = [line for line in lines
+                if not line.startswith("a=candidate:") or " typ relay" in line]
+        if not any(line.startswith("a=candidate:") for line in kept):
+            raise CallFailed("no relayed candidate: the TURN server gave no allocation")
+        return "\r\n".join(kept)
+
+    @staticmethod
+    def _keep_relay(gatherer: Any) -> None:
+        connection = gatherer._connection  # aioice.Connection: no public way to drop them
+        connection._local_candidates = [c for c in connection._local_candidates
+                                        if c.type == "relay"]
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":

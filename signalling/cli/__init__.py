@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 handler.addFilter(PiiRedactingFilter())
         if workers > 1 and args.worker_index is None:
             return supervise(_worker_argv(argv), workers, config.limits.max_calls,
-                             config.cluster.redis_url)
+                             config.cluster.redis_url,
+                             forward_key=config.cluster.forward_key() is not None)
         asyncio.run(serve(config, worker_index=args.worker_index))
     return 0
 

@@ -15,7 +15,16 @@ is a *node* here. Keys (prefix `cb:`):
   (SET NX with the token's remaining life as TTL).
 - `cb:cmd:{id}` (pub/sub channel): call ids the node must hang up (DELETE on another node).
 - `cb:metrics:{id}`: the node's Prometheus text, for `/metrics` summed over the cluster.
-- `cb:secret`: random key that signs forwarded offers (`X-Callbot-Forwarded`).
+- `cb:ticket:{digest}` (string with the ticket's TTL): a Realtime client secret's session,
+  under a SHA-256 digest of the secret (whoever reads Redis cannot use it); `cb:tickets`
+  (sorted set digest -> expiry) bounds them all, `cb:tickets:{client}` one client's (its
+  oldest go first), `cb:mintrate:{client}` its mint rate (token bucket).
+
+The key that signs forwarded offers (`X-Callbot-Forwarded`) is *not* in Redis: it comes
+from the configuration (`cluster.forward_secret` or `forward_secret_file`; the `--workers`
+supervisor makes one for its own workers), so reading Redis is not enough to forge a
+caller's address. Redis is still trusted infrastructure (it holds the call registry and the
+limits): keep it on a private network, with a password (`redis://:PASSWORD@host`) or TLS.
 
 A node that sees another's alive key gone runs `REAP` (one Lua script, atomic): that node's
 live calls become `state=ended, reason=node_lost`, its counts and registration go. Bound:
@@ -46,7 +55,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from callbot.signalling.cluster.shared import ClusterUnavailable
+from callbot.signalling.cluster.shared import ClusterUnavailable, TicketLimits
 from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 
 log = logging.getLogger(__name__)
@@ -106,6 +115,51 @@ return ids
 """
 
 
+# A single-use ticket: bucket (ARGV 4-5), then the bounds, then keep it.
+# ARGV: digest, client, value, now, ttl_s, per_minute_rate_per_s, capacity, per_client, total
+_TICKET_PUT = """
+local h, client, value, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+local rate, cap, per_client, total = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]),
+  tonumber(ARGV[9])
+local mine = 'cb:tickets:' .. client
+redis.call('ZREMRANGEBYSCORE', 'cb:tickets', '-inf', now)
+redis.call('ZREMRANGEBYSCORE', mine, '-inf', now)
+if redis.call('ZCARD', mine) < per_client and redis.call('ZCARD', 'cb:tickets') >= total then
+  return {3, 0}
+end
+local key = 'cb:mintrate:' .. client
+local b = redis.call('HMGET', key, 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]), tonumber(b[2])
+if tokens == nil then tokens, ts = cap, now end
+tokens = math.min(cap, tokens + (now - ts) * rate)
+if tokens < 1 then return {2, tostring((1 - tokens) / rate)} end
+redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+redis.call('PEXPIRE', key, math.floor(cap / rate * 1000) + 1000)
+while redis.call('ZCARD', mine) >= per_client do
+  local oldest = redis.call('ZPOPMIN', mine)[1]
+  redis.call('DEL', 'cb:ticket:' .. oldest)
+  redis.call('ZREM', 'cb:tickets', oldest)
+end
+redis.call('SET', 'cb:ticket:' .. h, client .. '\\n' .. value, 'PX', math.floor(ttl * 1000))
+redis.call('ZADD', 'cb:tickets', now + ttl, h)
+redis.call('ZADD', mine, now + ttl, h)
+redis.call('PEXPIRE', mine, math.floor(ttl * 1000) + 1000)
+return {0, 0}
+"""
+
+# Take a ticket once: GET + DEL in one step, and out of the bounds' sets.
+_TICKET_TAKE = """
+local stored = redis.call('GET', 'cb:ticket:' .. ARGV[1])
+if not stored then return false end
+redis.call('DEL', 'cb:ticket:' .. ARGV[1])
+local cut = string.find(stored, '\\n', 1, true)
+redis.call('ZREM', 'cb:tickets', ARGV[1])
+redis.call('ZREM', 'cb:tickets:' .. string.sub(stored, 1, cut - 1), ARGV[1])
+return string.sub(stored, cut + 1)
+"""
+
+
 @dataclass(frozen=True)
 class NodeView:
     node_id: str
@@ -130,7 +184,8 @@ class RedisStore:
                  live_calls: Callable[[], list[tuple[str, str]]],
                  metrics_text: Callable[[], bytes] | None = None,
                  node_ttl_s: float = 3.0, heartbeat_s: float = 1.0,
-                 ended_keep_s: float = 3600.0, op_timeout_s: float = 1.0) -> None:
+                 ended_keep_s: float = 3600.0, op_timeout_s: float = 1.0,
+                 forward_key: bytes | None = None) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.url = url
         self.advertise_url = advertise_url.rstrip("/")
@@ -145,11 +200,14 @@ class RedisStore:
         self._admit = self.redis.register_script(_ADMIT)
         self._release = self.redis.register_script(_RELEASE)
         self._reap = self.redis.register_script(_REAP)
+        self._ticket_put = self.redis.register_script(_TICKET_PUT)
+        self._ticket_take = self.redis.register_script(_TICKET_TAKE)
         self._available = False
         self._synced = False  # the node's entries in Redis match this process
         self._pending_ends: dict[str, tuple[str, str]] = {}  # call id -> (client, reason)
         self._info: dict[str, dict[str, str]] = {}  # live call id -> its extra fields (owner)
-        self._secret: bytes | None = None
+        # Signs forwarded offers; None: this node neither forwards nor accepts them.
+        self.forward_key = forward_key
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self.lost_seen: list[str] = []  # call ids this node reaped (for logs/tests)
@@ -200,7 +258,6 @@ class RedisStore:
                       "go on", self.url, exc)
         self._available = False
         self._synced = False
-        self._secret = None  # re-read: a restarted Redis gets a new one
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -214,9 +271,6 @@ class RedisStore:
 
     async def _heartbeat_once(self) -> None:
         r, n = self.redis, self.node_id
-        if self._secret is None:
-            await r.set(P + "secret", secrets.token_hex(32), nx=True)
-            self._secret = str(await r.get(P + "secret")).encode()
         ttl_ms = int(self.node_ttl_s * 1000)
         async with r.pipeline(transaction=True) as p:
             p.set(P + f"alive:{n}", "1", px=ttl_ms)
@@ -452,7 +506,7 @@ class RedisStore:
     def verify_forward(self, value: str, max_age_s: float = 30.0) -> str | None:
         """The caller's address from a forwarded offer's header, if a node signed it."""
         parts = value.split(";")
-        if len(parts) != 3 or self._secret is None:
+        if len(parts) != 3 or self.forward_key is None:
             return None
         remote, stamp, mac = parts
         try:
@@ -464,8 +518,26 @@ class RedisStore:
         return None
 
     def _mac(self, remote: str, stamp: str) -> str:
-        secret = self._secret or b""
-        return hmac.new(secret, f"{remote};{stamp}".encode(), hashlib.sha256).hexdigest()[:32]
+        assert self.forward_key is not None  # callers check it
+        return hmac.new(self.forward_key, f"{remote};{stamp}".encode(),
+                        hashlib.sha256).hexdigest()[:32]
+
+    # ---- single-use tickets (Realtime client secrets) ----------------------------------------
+
+    async def put_ticket(self, client: str, key: str, value: str, ttl_s: float,
+                         limits: TicketLimits) -> None:
+        rate = limits.per_minute / 60.0
+        status, wait = await self._guard(self._ticket_put(args=[
+            key, client, value, repr(time.time()), repr(float(ttl_s)), repr(rate),
+            repr(max(1.0, limits.per_minute)), limits.per_client, limits.total]))
+        if int(status) == 2:
+            raise RateLimited("too many client secrets minted; slow down", float(wait))
+        if int(status) == 3:
+            raise limits.refusal()
+
+    async def take_ticket(self, key: str) -> str | None:
+        value = await self._guard(self._ticket_take(args=[key]))
+        return str(value) if value else None
 
 
 def merge_metrics(texts: list[str]) -> str:

@@ -12,13 +12,29 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from callbot.signalling.ratelimit import ClientLimiter
+from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 
 
 class ClusterUnavailable(Exception):
     """The shared store cannot be reached: no new call can be admitted safely."""
+
+
+@dataclass(frozen=True)
+class TicketLimits:
+    """Bounds on single-use tickets (Realtime client secrets) in the store: how fast one
+    client may mint them, how many of its own may be live (minting more drops its oldest,
+    never another client's), and how many may be live in all (beyond: refused)."""
+
+    per_minute: float = 20.0
+    per_client: int = 50
+    total: int = 10_000
+
+    def refusal(self) -> RateLimited:
+        return RateLimited(f"at most {self.total} unused client secrets may be live; try "
+                           "again when some have expired or been used", 60.0)
 
 
 class SharedStore(Protocol):
@@ -77,6 +93,16 @@ class SharedStore(Protocol):
         take; None when every node is full."""
         ...
 
+    async def put_ticket(self, client: str, key: str, value: str, ttl_s: float,
+                         limits: TicketLimits) -> None:
+        """Keep a single-use ticket (`key` is a digest of the secret, never the secret) for
+        `ttl_s`, minted by `client`; raises `RateLimited` past `limits` (nothing kept)."""
+        ...
+
+    async def take_ticket(self, key: str) -> str | None:
+        """The ticket's value, once: any worker/node may take it, none twice."""
+        ...
+
 
 class LocalStore:
     """One process is the whole deployment: the in-process limiter and registry suffice.
@@ -92,6 +118,12 @@ class LocalStore:
         self.limiter = limiter
         self._live: dict[str, dict[str, Any]] = {}
         self._ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Tickets: key -> (client, value, expires at), oldest first; per client, its keys.
+        self._tickets: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        self._by_client: dict[str, OrderedDict[str, None]] = {}
+        self._mint_rate: ClientLimiter | None = None
+        self._tickets_swept = 0.0
+        self._sweep_at = 0  # the total limit: sweep whenever the store is that full
 
     async def start(self) -> None:
         pass
@@ -136,3 +168,43 @@ class LocalStore:
 
     async def pick_node(self) -> str | None:
         return None
+
+    async def put_ticket(self, client: str, key: str, value: str, ttl_s: float,
+                         limits: TicketLimits) -> None:
+        if self._mint_rate is None or self._mint_rate.rate_per_s != limits.per_minute / 60:
+            self._mint_rate = ClientLimiter(1, limits.per_minute)
+        now = time.time()
+        self._sweep_at = limits.total
+        self._expire_tickets(now)
+        mine = self._by_client.setdefault(client, OrderedDict())
+        if len(mine) < limits.per_client and len(self._tickets) >= limits.total:
+            raise limits.refusal()
+        self._mint_rate.take(client)  # raises RateLimited
+        while len(mine) >= limits.per_client:  # the client's own oldest go, no one else's
+            self._tickets.pop(mine.popitem(last=False)[0], None)
+        self._tickets[key] = (client, value, now + ttl_s)
+        mine[key] = None
+
+    async def take_ticket(self, key: str) -> str | None:
+        ticket = self._tickets.pop(key, None)
+        if ticket is None:
+            return None
+        self._forget(ticket[0], key)
+        return ticket[1] if ticket[2] > time.time() else None
+
+    def _forget(self, client: str, key: str) -> None:
+        mine = self._by_client.get(client)
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._by_client[client]
+
+    def _expire_tickets(self, now: float) -> None:
+        # Tickets have different lives (10 s to 2 h): all are looked at, at most once a
+        # second (or when the store is full), so a flood of mints stays O(1) each.
+        if now - self._tickets_swept < 1.0 and len(self._tickets) < self._sweep_at:
+            return
+        self._tickets_swept = now
+        expired = [k for k, (_, _, exp) in self._tickets.items() if exp <= now]
+        for key in expired:
+            self._forget(self._tickets.pop(key)[0], key)

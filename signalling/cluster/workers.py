@@ -16,6 +16,7 @@ worker that dies (its calls end; the others go on) and passes SIGTERM/SIGINT on 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -61,20 +62,29 @@ def start_private_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"unix://{sock}"
 
 
-def supervise(argv: list[str], workers: int, max_calls: int, cluster_url: str | None) -> int:
-    """Run `workers` copies of `callbot serve <argv>`; restart the ones that die."""
+def supervise(argv: list[str], workers: int, max_calls: int, cluster_url: str | None,
+              *, forward_key: bool = False) -> int:
+    """Run `workers` copies of `callbot serve <argv>`; restart the ones that die.
+
+    `forward_key`: the configuration has one. Otherwise, with a private Redis, the
+    supervisor makes a random one for its workers (passed in their environment, never
+    stored in Redis); with a shared `--cluster`, every node must be configured with the
+    same key, and without one offers are not forwarded."""
     folder = Path(tempfile.mkdtemp(prefix="callbot-workers-"))
     redis_proc: subprocess.Popen[bytes] | None = None
+    env = dict(os.environ)
     if cluster_url is None:
         redis_proc, cluster_url = start_private_redis(folder)
         print(f"callbot: shared state in a private redis-server ({cluster_url})", flush=True)
+        if not forward_key:
+            env["CALLBOT_CLUSTER_FORWARD_SECRET"] = secrets.token_hex(32)
     caps = split_capacity(max_calls, workers)
     stopping = False
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "callbot", "serve", *argv, "--worker-index", str(index),
                 "--cluster", cluster_url, "--max-calls", str(caps[index])]
-        return subprocess.Popen(args, cwd=os.getcwd())
+        return subprocess.Popen(args, cwd=os.getcwd(), env=env)
 
     procs = [spawn(i) for i in range(workers)]
     restarts = [0] * workers

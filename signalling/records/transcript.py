@@ -98,8 +98,11 @@ class Transcript:
             role = "caller" if event.source == "caller" else "bot"
             last = next((t for t in reversed(self.turns) if t.role == role), None)
             if last is not None:
-                last.safety.append({"categories": list(event.categories),
-                                    "action": event.action})
+                entry: dict[str, Any] = {"categories": list(event.categories),
+                                         "action": event.action}
+                if event.context is not None:  # instructions taken out of the bot's context
+                    entry["context"] = event.context
+                last.safety.append(entry)
 
     def _bot_turn(self, turn_id: int, now: float) -> TurnRecord:
         turn = self._bot.get(turn_id)

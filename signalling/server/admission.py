@@ -22,7 +22,9 @@ releases the slot and the client's count.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -159,8 +161,10 @@ class Entrance(Protocol):
     forwardable: bool  # a cluster node without a slot may hand this request on as it is
     offer: bool  # the request carries an SDP offer (WebRTC): it is checked and guarded
 
-    def authenticate(self, request: web.Request, state: AppState) -> tuple[Principal, Any]:
-        """Who calls, and what their credential carries (e.g. a client secret's session)."""
+    def authenticate(self, request: web.Request, state: AppState
+                     ) -> tuple[Principal, Any] | Awaitable[tuple[Principal, Any]]:
+        """Who calls, and what their credential carries (e.g. a client secret's session).
+        May be async: a Realtime client secret is redeemed in the shared store."""
         ...
 
     async def parse(self, request: web.Request, body: Body, principal: Principal,
@@ -226,8 +230,12 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
     forwarded = False
     if isinstance(store, RedisStore) and entrance.forwardable and FORWARD_HEADER in request.headers:
         remote = store.verify_forward(request.headers[FORWARD_HEADER])
-        if remote is not None:  # a node of this cluster handed this offer on
-            request, forwarded = request.clone(remote=remote), True
+        if remote is None:  # forged, stale, or signed with another key (misconfigured)
+            state.metrics.call_rejected("forward_rejected")
+            raise ApiError(403, "forward_rejected",
+                           "a forwarded offer must be signed with this cluster's "
+                           "cluster.forward_secret")
+        request, forwarded = request.clone(remote=remote), True  # a node handed it on
     reserved = False
     if store.clustered:  # a slot first: a node that has none hands the offer on untouched
         state.refuse_if_unavailable()
@@ -245,7 +253,8 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
         if state.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         try:
-            principal, credential = entrance.authenticate(request, state)
+            who = entrance.authenticate(request, state)
+            principal, credential = await who if inspect.isawaitable(who) else who
         except ApiError as exc:
             state.metrics.call_rejected(exc.code)
             raise
@@ -266,7 +275,7 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
             wanted.sdp = _guard_offer(validate_sdp(wanted.sdp, limits.max_sdp_bytes), state)
         validate_options(wanted.options, state)
         wanted.options = await state.hook_runner.options_for(request, wanted.options)
-        ice_servers = await state.hook_runner.ice_servers_for(request, state.config.ice_servers)
+        ice_servers = await state.ice_servers_for(request, principal)
         if not reserved:
             try:
                 state.registry.reserve()
@@ -337,7 +346,10 @@ async def _hand_on(request: web.Request, state: AppState) -> web.Response:
     except ClusterUnavailable:
         state.refuse_if_unavailable()
         raise
-    if target is None:
+    if target is None or store.forward_key is None:  # no key: this node cannot hand on
+        if store.forward_key is None and target is not None:
+            log.warning("cluster: full, and no cluster.forward_secret to hand the offer to "
+                        "%s with", target)
         state.metrics.call_rejected("capacity")
         raise ApiError(503, "cluster_full", "every node of the cluster is at its call limit; "
                        "try again later", headers={"Retry-After": "5"})

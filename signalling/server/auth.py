@@ -224,7 +224,8 @@ class Authenticator:
         refused: a browser's token is not an operator's), "manage" (a call token already spent
         still identifies the call it started, expired or not, so the page can hang up),
         "memory" (a credential is always needed, whatever the mode; a call token is checked,
-        unexpired, but not spent)."""
+        unexpired, but not spent), "peek" (like "create", but a call token is not spent: the
+        page's ICE servers before its call)."""
         self.check_origin(request)
         remote = request.remote or "unknown"
         if not self.required_for(request) and purpose != "memory":

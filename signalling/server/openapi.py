@@ -110,6 +110,13 @@ SPEC: dict[str, Any] = {
             "parameters": [{"name": "call_id", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"204": {"description": "hung up"}, **_errors(403, 404, 503, 504)}}},
+        "/v1/ice_servers": {"get": {
+            "summary": "STUN/TURN servers (short-lived TURN credentials) and the ICE transport "
+                       "policy for a browser's RTCPeerConnection; a call token is not spent",
+            "security": [{}, {"bearer": []}],
+            "responses": {"200": {"description": "{ice_servers: [{urls, username?, "
+                                                 "credential?}], ice_transport_policy}"},
+                          **_errors(401, 403)}}},
         "/healthz": {"get": {"summary": "Health", "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics",
                              "responses": {"200": {"description": "text exposition"}}}},

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from callbot.rtc.ice import ice_server_json
 from callbot.signalling.calls.assembly import assemble_call
 from callbot.signalling.calls.call import Call, CallOptions
 from callbot.signalling.cluster.redis_store import RedisStore, merge_metrics
@@ -199,6 +200,20 @@ async def hang_up(request: web.Request) -> web.Response:
             await asyncio.sleep(0.05)
         raise ApiError(504, "hangup_timeout", "the node that owns the call did not end it")
     raise ApiError(404, "call_not_found", "no active call with that id")
+
+
+@routes.get("/v1/ice_servers")
+async def ice_servers(request: web.Request) -> web.Response:
+    """The STUN/TURN servers a page should give its RTCPeerConnection (with short-lived TURN
+    credentials), and the ICE transport policy. Authenticated like starting a call, but a
+    call token is only checked, not spent: the page uses it for the call next."""
+    state = _state(request)
+    principal = state.auth.authenticate(request, purpose="peek")
+    servers = await state.ice_servers_for(request, principal)
+    return web.json_response(
+        {"ice_servers": [ice_server_json(s) for s in servers],
+         "ice_transport_policy": state.config.webrtc.ice_transport_policy},
+        headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/healthz")

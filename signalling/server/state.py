@@ -13,6 +13,7 @@ from callbot.pipeline.lang import voices_by_language
 from callbot.pipeline.safety.guard import TurnGuard
 from callbot.pipeline.safety.pii import redact_pii
 from callbot.pipeline.vision import VisionEngine
+from callbot.rtc.ice import IceServer, turn_rest_credentials
 from callbot.rtc.offer_guard import CandidatePolicy, local_ice_addresses
 from callbot.signalling.calls.assembly import CallServices
 from callbot.signalling.calls.call import Call
@@ -123,6 +124,20 @@ class AppState:
         """The live calls `principal` may see and end: its own (all of them for an admin)."""
         return [c for c in self.registry.all()
                 if c.id in self._owners and principal.owns(self._owners[c.id])]
+
+    async def ice_servers_for(self, request: web.Request, principal: Principal
+                              ) -> tuple[IceServer, ...]:
+        """The STUN/TURN servers of a call (or a page about to call): the configured ones,
+        short-lived TURN REST credentials when a TURN shared secret is set, then the app's
+        `ice_servers_factory`. The browser and the server's peer get the same list."""
+        servers = self.config.ice_servers
+        webrtc = self.config.webrtc
+        if webrtc.turn_shared_secret:
+            # The user part names the credential (coturn logs it); ':' separates the expiry.
+            user = principal.client_id.replace(":", "-")[:64]
+            servers += (turn_rest_credentials(webrtc.turn_urls, webrtc.turn_shared_secret,
+                                              ttl_s=webrtc.turn_credential_ttl_s, user=user),)
+        return await self.hook_runner.ice_servers_for(request, servers)
 
     def client_prompt_allowed(self, principal: Principal) -> bool:
         policy = self.config.auth.client_system_prompt

@@ -576,8 +576,8 @@ class RealtimeProtocol:
                   "content": [{"type": content_type, "text": text}]}
         if role == "user":
             self._pending_texts.append((item_id, text))
-        elif role == "system":
-            self.session.add_context(text)
+        elif role == "system":  # only when this client may instruct the bot (above)
+            self.session.add_context(text, trusted=True)
         else:
             self.session.history.append({"role": "assistant", "content": text})
         self._add_item(stored, done=True)

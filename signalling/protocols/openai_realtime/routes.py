@@ -21,6 +21,7 @@ from aiohttp import web
 from callbot.pipeline.session import VoiceSession
 from callbot.signalling.calls.assembly import ProtocolFactory, assemble_call
 from callbot.signalling.calls.call import CallOptions
+from callbot.signalling.cluster.shared import ClusterUnavailable, TicketLimits
 from callbot.signalling.errors import ApiError
 from callbot.signalling.protocols.openai_realtime.protocol import RealtimeProtocol
 from callbot.signalling.protocols.openai_realtime.secrets import (
@@ -35,6 +36,7 @@ from callbot.signalling.protocols.openai_realtime.session_config import (
     default_turn_detection,
 )
 from callbot.signalling.protocols.openai_realtime.websocket import WebSocketTransport
+from callbot.signalling.ratelimit import RateLimited
 from callbot.signalling.server.admission import (
     Admitted,
     Body,
@@ -50,7 +52,6 @@ from callbot.signalling.server.state import STATE, AppState
 
 log = logging.getLogger(__name__)
 
-SECRETS = web.AppKey("callbot_realtime_secrets", ClientSecretStore)
 MAX_CHANNEL_EVENT_BYTES = 64 * 1024  # session.update with tools is bigger than callbot's events
 MAX_WS_MESSAGE_BYTES = 1024 * 1024  # an input_audio_buffer.append of a few seconds
 INSECURE_KEY_PROTOCOL = "openai-insecure-api-key."
@@ -59,8 +60,15 @@ routes = web.RouteTableDef()
 
 
 def setup(app: web.Application) -> None:
-    app[SECRETS] = ClientSecretStore()
     app.add_routes(routes)
+
+
+def _secrets(state: AppState) -> ClientSecretStore:
+    """Client secrets live in the app's shared store: every worker and node honours them."""
+    limits = state.config.limits
+    return ClientSecretStore(state.store, TicketLimits(
+        per_minute=limits.client_secrets_per_minute,
+        per_client=limits.max_client_secrets_per_client, total=limits.max_client_secrets))
 
 
 def _default_config(state: AppState) -> RealtimeSessionConfig:
@@ -89,12 +97,16 @@ def _transcription_model(state: AppState) -> str:
     return f"whisper-{state.config.engines.asr_model}"
 
 
-def _principal(request: web.Request, state: AppState, token: str | None
-               ) -> tuple[Principal, dict[str, Any] | None]:
+async def _principal(request: web.Request, state: AppState, token: str | None
+                     ) -> tuple[Principal, dict[str, Any] | None]:
     """Who calls, and the session config of the client secret they used (if any)."""
     if token is not None and token.startswith("ek_"):
         state.auth.check_origin(request)
-        secret = request.app[SECRETS].use(token)
+        try:
+            secret = await _secrets(state).use(token)
+        except ClusterUnavailable:
+            state.refuse_if_unavailable()
+            raise
         if secret is None:
             raise ApiError(401, "invalid_client_secret",
                            "this client secret is unknown, expired or already used")
@@ -162,7 +174,14 @@ async def client_secrets(request: web.Request) -> web.Response:
                        "this server does not let clients set 'instructions' "
                        "(auth.client_system_prompt)")
     config = _configure(state, _default_config(state), session)
-    secret = request.app[SECRETS].mint(principal.client_id, session, ttl)
+    try:
+        secret = await _secrets(state).mint(principal.client_id, session, ttl)
+    except RateLimited as exc:
+        raise ApiError(429, "rate_limited", str(exc),
+                       headers={"Retry-After": str(exc.retry_after)}) from None
+    except ClusterUnavailable:
+        state.refuse_if_unavailable()
+        raise
     wire = config.to_wire("sess_pending", _transcription_model(state))
     return web.json_response({"value": secret.value, "expires_at": int(secret.expires_at),
                               "session": wire})
@@ -179,8 +198,9 @@ class RealtimeWebRtcEntrance:
     forwardable = False
     offer = True
 
-    def authenticate(self, request: web.Request, state: AppState) -> tuple[Principal, Any]:
-        return _principal(request, state, _bearer(request))
+    async def authenticate(self, request: web.Request, state: AppState
+                           ) -> tuple[Principal, Any]:
+        return await _principal(request, state, _bearer(request))
 
     async def parse(self, request: web.Request, body: Body, principal: Principal,
                     credential: Any) -> CallRequest:
@@ -267,8 +287,9 @@ class RealtimeWebSocketEntrance:
     forwardable = False
     offer = False
 
-    def authenticate(self, request: web.Request, state: AppState) -> tuple[Principal, Any]:
-        return _principal(request, state, _ws_token(request))
+    async def authenticate(self, request: web.Request, state: AppState
+                           ) -> tuple[Principal, Any]:
+        return await _principal(request, state, _ws_token(request))
 
     async def parse(self, request: web.Request, body: Body, principal: Principal,
                     credential: Any) -> CallRequest:
