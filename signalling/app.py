@@ -209,7 +209,8 @@ def _redis_store(state: AppState) -> SharedStore:
         capacity=registry.max_calls, limiter=state.limiter,
         load=lambda: registry.load, draining=lambda: state.draining, hang_up=hang_up,
         live_calls=live_calls, metrics_text=lambda: state.metrics.render()[0],
-        node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s)
+        node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s,
+        live_capacity=lambda: registry.capacity)
 
 
 def mount(parent: web.Application, prefix: str = "/callbot",

@@ -45,6 +45,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--ice-public-ip", metavar="ADDRESS",
                    help="public address announced for host candidates (NAT 1:1)")
     p.add_argument("--max-calls", type=int, help="concurrent call limit")
+    p.add_argument("--capacity", type=int, metavar="N",
+                   help="talking calls this node answers within the latency budget, as "
+                        "measured by `callbot capacity`; more get 503 (env CALLBOT_CAPACITY)")
     p.add_argument("--auth-token", action="append", dest="auth_tokens", metavar="TOKEN",
                    help="static bearer token that may start calls (repeatable; "
                         "env CALLBOT_AUTH_TOKENS)")
@@ -117,6 +120,7 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "ice_hosts": args.ice_hosts,
         "ice_public_ip": args.ice_public_ip,
         "limits.max_calls": args.max_calls,
+        "capacity.calls": args.capacity,
         "auth.bearer_tokens": args.auth_tokens,
         "auth.allowed_origins": args.allowed_origins,
         "auth.mode": args.auth_mode,
