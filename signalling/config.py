@@ -421,6 +421,8 @@ ENV_KEYS = {
     "CALLBOT_ICE_REMOTE_NETWORKS": "ice_remote_networks",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
     "CALLBOT_CAPACITY": "capacity.calls",
+    "CALLBOT_MAX_CALLS_PER_CLIENT": "limits.max_calls_per_client",
+    "CALLBOT_CALL_RATE_PER_MINUTE": "limits.call_rate_per_minute",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
     "CALLBOT_ASR_URL": "engines.asr_url",
     "CALLBOT_TTS_URL": "engines.tts_url",

@@ -1,5 +1,5 @@
 """`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
-`callbot kb`, `callbot doctor`, `callbot config`."""
+`callbot capacity`, `callbot kb`, `callbot doctor`, `callbot config`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.safety.pii import PiiRedactingFilter
 from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 from callbot.signalling.app import create_app
+from callbot.signalling.cli import capacity as capacity_cli
 from callbot.signalling.cli import configfile
 from callbot.signalling.cli import doctor as doctor_cli
 from callbot.signalling.cli import kb as kb_cli
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _engines_parser(sub)
     loadtest.add_parser(sub)
+    capacity_cli.add_parser(sub)
     kb_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     configfile.add_parser(sub)
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "loadtest":
         return loadtest.main(args)
+    if args.command == "capacity":
+        return capacity_cli.main(args)
     if args.command == "kb":
         return kb_cli.main(args)
     if args.command == "doctor":
