@@ -172,3 +172,29 @@ async def test_a_call_beyond_capacity_is_refused_at_every_entrance(
                 break
             await asyncio.sleep(0.1)
         assert (health["calls"], health["headroom"]) == (0, 1)
+
+
+def _report(ok: int, failed: int, p95: float | None) -> dict[str, Any]:
+    figures = {} if p95 is None else {"v2v_ms": {"n": 4, "p50": p95 / 2, "p95": p95,
+                                                 "max": p95}}
+    return {"summary": {"calls_ok": ok, "calls_failed": failed, "failures": {},
+                        "figures": figures}}
+
+
+def test_callbot_capacity_recommends_the_steps_held_before_the_first_broken_one() -> None:
+    from callbot.signalling.cli import build_parser
+    from callbot.signalling.cli.capacity import parse_steps, recommend, step_row
+
+    rows = [step_row(1, _report(1, 0, 1200), 2500), step_row(2, _report(2, 0, 2400), 2500),
+            step_row(4, _report(4, 0, 3100), 2500), step_row(6, _report(6, 0, 2000), 2500)]
+    assert [r["held"] for r in rows] == [True, True, False, True]
+    assert rows[2]["broken"] == "p95 over budget"
+    assert recommend(rows) == 2  # 6 held by luck after 4 broke: not trusted
+    assert recommend([step_row(1, _report(0, 1, None), 2500)]) == 0
+    assert not step_row(3, _report(2, 1, 900), 2500)["held"]  # a failed call breaks a step
+    assert parse_steps("4,1,2,2") == [1, 2, 4]
+    with pytest.raises(ValueError):
+        parse_steps("0,1")
+    args = build_parser().parse_args(["capacity", "--steps", "1,3", "--budget-ms", "1500",
+                                      "--url", "http://127.0.0.1:9"])
+    assert (args.command, args.steps, args.budget_ms) == ("capacity", "1,3", 1500.0)
