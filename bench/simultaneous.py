@@ -9,7 +9,7 @@ whole sequence `--rounds` times, so a machine that is busier in one minute than 
 does not favour one variant.
 
     python3 -m bench.simultaneous --together 3 --turns 3 --rounds 1
-    python3 -m bench.simultaneous --variants first_come,interleaved
+    python3 -m bench.simultaneous --variants default,one_thread_each
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from callbot import loadtest
 from .common import LOOPBACK, ServerProcess, save, table
 
 VARIANTS = {
-    # the embedded LLM serves whole replies first come, first served (before issue 23)
-    "first_come": "[engines]\nllm_interleave = false\n",
-    # replies take turns sentence by sentence, in turn order (issue 23)
-    "interleaved": "[engines]\nllm_interleave = true\n",
+    # the defaults (the embedded LLM serves whole replies, first come first served)
+    "default": "",
+    # the LLM in the server's process (GIL shared with the media), for comparison
+    "llm_thread": "[engines]\nllm_isolation = \"thread\"\n",
+    # one compute thread each for ASR and LLM: no oversubscription of 2 cores
+    "one_thread_each": "[engines]\nasr_threads = 1\nllm_threads = 1\n",
 }
 
 
@@ -46,7 +48,8 @@ def run_calls(url: str, n: int, turns: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="first_come,interleaved")
+    parser.add_argument("--variants", default="default",
+                        help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--together", type=int, default=3)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)

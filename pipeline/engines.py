@@ -50,19 +50,16 @@ def build_llm(settings: EngineSettings) -> LanguageModel:
 
         # Its own process by default: in the server's, the GIL slows every token (see
         # llm/llama_process.py); "thread" keeps it in this process.
-        path, n_ctx, cache_mb = None, 2048, settings.llm_state_cache_mb
+        engine = LlamaProcessModel if settings.llm_isolation == "process" else LlamaCppModel
         if settings.llm_model == "qwen2.5-1.5b":
             from .llm.quality import qwen_gguf_path
 
             # Bigger model, slow prompt evaluation: keep at least 768 MB of earlier prompts'
             # states (system prompt, each call's history).
-            path, n_ctx, cache_mb = qwen_gguf_path(), 4096, max(768, cache_mb)
-        if settings.llm_isolation == "process":
-            return LlamaProcessModel(path, n_ctx=n_ctx, n_threads=settings.llm_threads,
-                                     state_cache_bytes=cache_mb << 20,
-                                     interleave=settings.llm_interleave)
-        return LlamaCppModel(path, n_ctx=n_ctx, n_threads=settings.llm_threads,
-                             state_cache_bytes=cache_mb << 20)
+            return engine(qwen_gguf_path(), n_ctx=4096, n_threads=settings.llm_threads,
+                          state_cache_bytes=max(768, settings.llm_state_cache_mb) << 20)
+        return engine(n_threads=settings.llm_threads,
+                      state_cache_bytes=settings.llm_state_cache_mb << 20)
     raise SettingsError(f"unknown llm_backend {settings.llm_backend!r}: use 'local' or 'openai'")
 
 

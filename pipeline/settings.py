@@ -49,11 +49,6 @@ class EngineSettings:
     # several calls a turn evaluates only its new tokens. 0 = off (the quality model keeps at
     # least 768 MB whatever this says: its prompts are slow to evaluate). SmolLM2: ~23 KB a token.
     llm_state_cache_mb: int = 256
-    # Several calls' replies at once (llm_isolation "process"): true, they take turns sentence
-    # by sentence in turn order (each caller hears a first sentence before any reply is
-    # finished); false: first come, first served, each reply whole (the third of three callers
-    # who finish together waits for two complete replies).
-    llm_interleave: bool = True
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
     openai_api_key: str | None = None
