@@ -214,7 +214,8 @@ def _redis_store(state: AppState) -> SharedStore:
         load=lambda: registry.load, draining=lambda: state.draining, hang_up=hang_up,
         live_calls=live_calls, metrics_text=lambda: state.metrics.render()[0],
         node_ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s,
-        forward_key=key)
+        forward_key=key,
+        live_capacity=lambda: registry.capacity)
 
 
 def mount(parent: web.Application, prefix: str = "/callbot",

@@ -249,6 +249,35 @@ class RecordSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CapacitySettings:
+    """Admission from measured capacity (signalling/server/capacity.py): how many *talking*
+    calls this node holds with replies within `latency_budget_ms`. `calls` comes from
+    `callbot capacity` (it measures this machine with synthetic callers); a new call beyond it
+    gets 503 `at_capacity` with `Retry-After` (a cluster node hands it on), so the calls in
+    progress never slow down. `limits.max_calls` stays the hard cap above it."""
+
+    calls: int = 0  # measured capacity; 0: unknown (only limits.max_calls applies)
+    # Reply latency (the caller's end of speech -> the bot's first audio, server-side) that
+    # answers must stay within; `callbot capacity` measures against the same budget.
+    latency_budget_ms: float = 2500.0
+    # Learn from the turns answered: when the p95 reply latency of the last `window_s` seconds
+    # (at least `min_turns` turns) is over the budget, the capacity drops below the number of
+    # calls that was live then; after a window within 80 % of the budget at capacity, it rises
+    # by one (never above `calls`, or `limits.max_calls` when `calls` is 0). Off by default: on
+    # a machine shared with other work a slow spell would refuse calls.
+    learn: bool = False
+    window_s: float = 60.0
+    min_turns: int = 5
+    retry_after_s: int = 5  # the Retry-After of an `at_capacity` refusal
+
+    def __post_init__(self) -> None:
+        if self.calls < 0 or self.latency_budget_ms <= 0 or self.window_s <= 0:
+            raise ConfigError("calls >= 0, latency_budget_ms > 0 and window_s > 0 are required")
+        if self.min_turns < 1 or self.retry_after_s < 1:
+            raise ConfigError("min_turns >= 1 and retry_after_s >= 1 are required")
+
+
+@dataclasses.dataclass(frozen=True)
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -269,6 +298,7 @@ class CallbotConfig:
     # "base"; with tiny.en only English is offered (AppState.allowed_languages).
     languages: tuple[str, ...] = SUPPORTED_LANGUAGES
     limits: Limits = dataclasses.field(default_factory=Limits)
+    capacity: CapacitySettings = dataclasses.field(default_factory=CapacitySettings)
     engines: EngineSettings = dataclasses.field(default_factory=EngineSettings)
     turn: TurnSettings = dataclasses.field(default_factory=TurnSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
@@ -450,6 +480,9 @@ ENV_KEYS = {
     "CALLBOT_ICE_PUBLIC_IP": "ice_public_ip",
     "CALLBOT_ICE_REMOTE_NETWORKS": "ice_remote_networks",
     "CALLBOT_MAX_CALLS": "limits.max_calls",
+    "CALLBOT_CAPACITY": "capacity.calls",
+    "CALLBOT_MAX_CALLS_PER_CLIENT": "limits.max_calls_per_client",
+    "CALLBOT_CALL_RATE_PER_MINUTE": "limits.call_rate_per_minute",
     "CALLBOT_ASR_MODEL": "engines.asr_model",
     "CALLBOT_ASR_URL": "engines.asr_url",
     "CALLBOT_TTS_URL": "engines.tts_url",

@@ -296,3 +296,21 @@ async def test_state_cache_brings_back_each_calls_history_without_logits() -> No
         assert len(states) == 3 and all(state.scores.size == 0 for state in states)
     finally:
         await model.close()
+
+
+def test_a_parked_reply_resumes_exactly_where_it_was() -> None:
+    """Another reply runs in the middle of one (its state parked, then resumed): greedy
+    decoding gives the very same text as without the interruption."""
+    from callbot.pipeline.llm.llama_local import LlamaCppModel
+
+    colours: list[ChatMessage] = [{"role": "user", "content": "Name three colours."}]
+    alone = "".join(LlamaCppModel().start(colours, 32, 0.0))
+    model = LlamaCppModel()
+    pieces = []
+    for i, text in enumerate(model.start(colours, 32, 0.0)):
+        pieces.append(text)
+        if i == 3:
+            parked = model.park()
+            assert "".join(model.start(QUESTION, 16, 0.0)).strip()
+            model.resume(parked)
+    assert "".join(pieces) == alone

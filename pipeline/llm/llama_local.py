@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +152,36 @@ class LlamaCppModel:
             text = delta.get("content")
             if text:
                 emit(text)
+
+    @property
+    def idle(self) -> bool:
+        return self._worker.idle
+
+    def start(self, messages: list[ChatMessage], max_tokens: int, temperature: float
+              ) -> Iterator[str]:
+        """A reply as a lazy stream of text pieces (nothing is computed before the first
+        `next`). Several can be in progress at once, one running at a time: `park` the running
+        one's llama.cpp state before another runs, `resume` it before it runs again."""
+        budget = self._llama.n_ctx() - max_tokens - 16
+        messages = fit_messages(messages, budget, self._count_tokens)
+        stream = self._llama.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens, temperature=temperature, stream=True)
+        for chunk in stream:
+            delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
+            if text := delta.get("content"):
+                yield text
+
+    def park(self) -> tuple[LlamaState, Any]:
+        """The running reply's place: the context's evaluated tokens (KV, no logits: the next
+        token is evaluated again on resume) and its sampler (`generate` keeps it on the
+        Llama object, where the next reply's replaces it)."""
+        return self._llama.save_state(), self._llama._sampler
+
+    def resume(self, parked: tuple[LlamaState, Any]) -> None:
+        state, sampler = parked
+        self._llama.load_state(state)
+        self._llama._sampler = sampler
 
     def _count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=False,

@@ -29,11 +29,31 @@ class Overloaded(CallLimitReached):
                         headers={"Retry-After": "2"})
 
 
+class AtCapacity(CallLimitReached):
+    """The node holds as many talking calls as it can answer within the latency budget."""
+
+    code = "at_capacity"
+    metric = "at_capacity"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def refusal(self) -> ApiError:
+        return ApiError(503, self.code, str(self),
+                        headers={"Retry-After": str(self.retry_after_s)})
+
+
 class CallRegistry:
     def __init__(self, max_calls: int,
-                 overloaded: Callable[[], str | None] | None = None) -> None:
+                 overloaded: Callable[[], str | None] | None = None,
+                 capacity: Callable[[], int] | None = None, *,
+                 retry_after_s: int = 5) -> None:
         self.max_calls = max_calls
         self._overloaded = overloaded  # why a new call would slow the others, or None
+        # The talking calls this node answers within its latency budget (server/capacity.py)
+        self._capacity = capacity
+        self._retry_after_s = retry_after_s
         self._calls: dict[str, Call] = {}
         self._reserved = 0  # calls being negotiated, counted against the cap
         self.total_started = 0
@@ -43,11 +63,24 @@ class CallRegistry:
         if len(self._calls) + self._reserved >= self.max_calls:
             raise CallLimitReached(
                 f"the server is at its limit of {self.max_calls} calls; try again later")
+        capacity = self.capacity
+        if self.load >= capacity:
+            raise AtCapacity(
+                f"the server holds {capacity} talking calls within its latency budget and "
+                f"has {self.load}; one more would slow every answer: try again in "
+                f"{self._retry_after_s} s", self._retry_after_s)
         if self._overloaded is not None and self.load > 0:
             reason = self._overloaded()
             if reason is not None:
                 raise Overloaded(reason)
         self._reserved += 1
+
+    @property
+    def capacity(self) -> int:
+        """Calls this node takes now: the measured capacity, never above `max_calls`."""
+        if self._capacity is None:
+            return self.max_calls
+        return min(self.max_calls, self._capacity())
 
     @property
     def load(self) -> int:
@@ -56,7 +89,7 @@ class CallRegistry:
 
     @property
     def full(self) -> bool:
-        return self.load >= self.max_calls
+        return self.load >= self.capacity
 
     def release_reservation(self) -> None:
         self._reserved -= 1

@@ -1,5 +1,5 @@
 """`callbot` command line: `callbot serve`, `callbot engines serve`, `callbot loadtest`,
-`callbot kb`, `callbot doctor`, `callbot config`."""
+`callbot capacity`, `callbot kb`, `callbot doctor`, `callbot config`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from callbot.pipeline.engines import Engines
 from callbot.pipeline.safety.pii import PiiRedactingFilter
 from callbot.pipeline.settings import LOCAL_LLM_MODELS, EngineSettings
 from callbot.signalling.app import create_app
+from callbot.signalling.cli import capacity as capacity_cli
 from callbot.signalling.cli import configfile
 from callbot.signalling.cli import doctor as doctor_cli
 from callbot.signalling.cli import kb as kb_cli
@@ -45,6 +46,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--ice-public-ip", metavar="ADDRESS",
                    help="public address announced for host candidates (NAT 1:1)")
     p.add_argument("--max-calls", type=int, help="concurrent call limit")
+    p.add_argument("--capacity", type=int, metavar="N",
+                   help="talking calls this node answers within the latency budget, as "
+                        "measured by `callbot capacity`; more get 503 (env CALLBOT_CAPACITY)")
     p.add_argument("--auth-token", action="append", dest="auth_tokens", metavar="TOKEN",
                    help="static bearer token that may start calls (repeatable; "
                         "env CALLBOT_AUTH_TOKENS)")
@@ -117,6 +121,7 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "ice_hosts": args.ice_hosts,
         "ice_public_ip": args.ice_public_ip,
         "limits.max_calls": args.max_calls,
+        "capacity.calls": args.capacity,
         "auth.bearer_tokens": args.auth_tokens,
         "auth.allowed_origins": args.allowed_origins,
         "auth.mode": args.auth_mode,
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _engines_parser(sub)
     loadtest.add_parser(sub)
+    capacity_cli.add_parser(sub)
     kb_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     configfile.add_parser(sub)
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "loadtest":
         return loadtest.main(args)
+    if args.command == "capacity":
+        return capacity_cli.main(args)
     if args.command == "kb":
         return kb_cli.main(args)
     if args.command == "doctor":

@@ -185,11 +185,15 @@ class RedisStore:
                  metrics_text: Callable[[], bytes] | None = None,
                  node_ttl_s: float = 3.0, heartbeat_s: float = 1.0,
                  ended_keep_s: float = 3600.0, op_timeout_s: float = 1.0,
-                 forward_key: bytes | None = None) -> None:
+                 forward_key: bytes | None = None,
+                 live_capacity: Callable[[], int] | None = None) -> None:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.url = url
         self.advertise_url = advertise_url.rstrip("/")
         self.capacity = capacity
+        # The measured capacity now (server/capacity.py), advertised with each heartbeat so
+        # offers are handed to nodes that can still answer in time.
+        self._live_capacity = live_capacity
         self.limiter = limiter  # only its settings: max_concurrent, rate_per_s, capacity
         self._load, self._draining, self._hang_up = load, draining, hang_up
         self._live_calls, self._metrics_text = live_calls, metrics_text
@@ -289,7 +293,8 @@ class RedisStore:
         await self._reap_dead()
 
     def _node_fields(self) -> dict[Any, str]:
-        return {"url": self.advertise_url, "capacity": str(self.capacity),
+        capacity = self._live_capacity() if self._live_capacity is not None else self.capacity
+        return {"url": self.advertise_url, "capacity": str(capacity),
                 "load": str(self._load()), "draining": "1" if self._draining() else "0",
                 "pid": str(os.getpid()), "started": str(self.started)}
 

@@ -52,11 +52,20 @@ class _PerCallCounters(Collector):
 
 class CallMetrics:
     def __init__(self, active_calls: Callable[[], int],
-                 live_counts: Callable[[], Iterable[CallCounts]] = tuple) -> None:
+                 live_counts: Callable[[], Iterable[CallCounts]] = tuple, *,
+                 capacity: Callable[[], int] | None = None,
+                 headroom: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.active = Gauge("callbot_active_calls", "Calls in progress", registry=r)
         self.active.set_function(active_calls)
+        if capacity is not None and headroom is not None:
+            self.capacity = Gauge("callbot_capacity_calls", "Talking calls this node takes "
+                                  "within its latency budget (measured capacity)", registry=r)
+            self.capacity.set_function(capacity)
+            self.headroom = Gauge("callbot_capacity_headroom",
+                                  "Calls this node can still take (capacity - calls)", registry=r)
+            self.headroom.set_function(headroom)
         self.setups = Counter("callbot_call_setups", "Calls negotiated", registry=r)
         self.rejected = Counter(
             "callbot_call_rejections", "Offers refused", ["reason"], registry=r

@@ -223,6 +223,11 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "draining" if state.draining else "ok",
         "calls": len(state.registry),
         "max_calls": state.registry.max_calls,
+        # Admission from measured capacity (server/capacity.py): a call beyond it gets 503.
+        "capacity": state.registry.capacity,
+        "headroom": state.headroom,
+        "latency_budget_ms": state.config.capacity.latency_budget_ms,
+        "reply_p95_ms": state.capacity.reply_p95_ms(),
         "node": state.store.node_id,
         "cluster": state.store.available if state.store.clustered else None,
         "asr": state.config.engines.asr_model,

@@ -27,6 +27,7 @@ from callbot.signalling.errors import ApiError
 from callbot.signalling.ratelimit import ClientLimiter, RateLimited
 from callbot.signalling.records.service import RecordService
 from callbot.signalling.server.auth import Authenticator, Principal
+from callbot.signalling.server.capacity import CapacityModel
 from callbot.signalling.server.metrics import CallCounts, CallMetrics
 from callbot.signalling.server.overload import OverloadMonitor
 
@@ -43,6 +44,7 @@ class AppState:
     vision: VisionEngine | None = None  # reads the caller's camera (None: vision off)
     registry: CallRegistry = field(init=False)
     overload: OverloadMonitor = field(init=False)
+    capacity: CapacityModel = field(init=False)
     metrics: CallMetrics = field(init=False)
     auth: Authenticator = field(init=False)
     limiter: ClientLimiter = field(init=False)
@@ -57,9 +59,14 @@ class AppState:
     def __post_init__(self) -> None:
         limits = self.config.limits
         self.overload = OverloadMonitor(limits.overload_queue_ms, limits.overload_loop_lag_ms)
-        self.registry = CallRegistry(limits.max_calls, overloaded=lambda: self.overload.reason())
+        self.capacity = CapacityModel(self.config.capacity, limits.max_calls)
+        self.registry = CallRegistry(limits.max_calls, overloaded=lambda: self.overload.reason(),
+                                     capacity=lambda: self.capacity.capacity,
+                                     retry_after_s=self.config.capacity.retry_after_s)
         self.metrics = CallMetrics(lambda: len(self.registry),
-                                   lambda: (call_counts(c) for c in self.registry.all()))
+                                   lambda: (call_counts(c) for c in self.registry.all()),
+                                   capacity=lambda: self.registry.capacity,
+                                   headroom=lambda: self.headroom)
         self.auth = Authenticator(self.config.auth)
         self.limiter = ClientLimiter(limits.max_calls_per_client, limits.call_rate_per_minute)
         self.hook_runner = HookRunner(self.hooks)
@@ -74,6 +81,11 @@ class AppState:
             self.allowed_languages(), self.engines.tts.voices, self.config.tts,
             self.config.engines.tts_voice)
         self._owners: dict[str, str] = {}  # call id -> the identity that started it
+
+    @property
+    def headroom(self) -> int:
+        """Calls this node can still take within its capacity (reserved ones count)."""
+        return max(0, self.registry.capacity - self.registry.load)
 
     def services(self) -> CallServices:
         """What this app's calls are built from (`calls/assembly.py`)."""
@@ -153,6 +165,8 @@ class AppState:
     def on_call_event(self, call: Call, event: ev.Event) -> None:
         if isinstance(event, ev.TurnMetrics):
             self.metrics.turn(event.fields())
+            if event.first_audio_ms is not None:  # a turn answered: what capacity learns from
+                self.capacity.observe(event.first_audio_ms, len(self.registry))
         elif isinstance(event, ev.TranscriptFinal):
             text = redact_pii(event.text) if self.config.safety.redact_pii else event.text
             self.hook_runner.transcript(call.id, text)
