@@ -184,6 +184,10 @@ class EchoCanceller:
         self.frames = 0
         self.raw_frames = 0  # frames passed as heard (adaptive)
 
+    def hears_echo(self) -> bool:
+        """The caller's microphone is known to hear the bot (adaptive only)."""
+        return self.path.state == "echo"
+
     def far(self, pcm: np.ndarray, rate: int = PIPELINE_RATE) -> None:
         """What the bot sent just now, mono int16 at `rate` (silence included)."""
         if rate != PIPELINE_RATE and pcm.size:

@@ -113,6 +113,7 @@ async def assemble_call(services: CallServices, options: CallOptions,
         on_sent.append(canceller.far)
         call.audio_filter = canceller.near
         call.echo_canceller = canceller
+        call.session.echo_present = canceller.hears_echo
     call.session.prompt_suffix = extras.prompt_suffix
     if extras.memory:
         call.session.add_context(extras.memory)
