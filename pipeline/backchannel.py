@@ -69,6 +69,8 @@ def is_backchannel(text: str, echo_words: frozenset[str] = frozenset()) -> bool:
     may come out in the transcript ("and m m" for "mm-hmm" over "...dragon and..."), and those
     words are not the caller's."""
     pieces = [p for p in _pieces(_normalise(text)) if p not in echo_words or p in _ALL]
+    # "Mm-mm-": Whisper's hyphenated hums, word by word
+    pieces = [w for p in pieces for w in ([p] if p in _ALL else _pieces(p.replace("-", " ")))]
     if not pieces:
         return True
     if " ".join(pieces) in _ALL:

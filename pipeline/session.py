@@ -152,6 +152,7 @@ class VoiceSession:
             else:
                 if (self._overlap and self._segmenter.segment_ms
                         >= self.settings.interruption.backchannel_max_ms):
+                    log.debug("speech over the bot is too long for a backchannel")
                     self._end_overlap(interrupt=True)  # too long for "mm-hmm"
                 self._maybe_partial()
 
@@ -313,6 +314,8 @@ class VoiceSession:
             self._send(ev.SpeechStopped())
             self._end_overlap(interrupt=False)
             return True
+        log.debug("speech over the bot is no backchannel: %r (echo words: %s)", text,
+                  sorted(self._echo_words))
         self._end_overlap(interrupt=True, words_known=True)
         turn.history_len = len(self.history)
         return False
@@ -504,6 +507,8 @@ class VoiceSession:
             )
             if result.text and self._segmenter.in_segment:
                 if self._overlap and not is_backchannel(result.text, self._echo_words):
+                    log.debug("partial over the bot is no backchannel: %r (echo words: %s)",
+                              result.text, sorted(self._echo_words))
                     # Words, not "mm-hmm": stop the bot now.
                     self._end_overlap(interrupt=True, words_known=True)
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))
