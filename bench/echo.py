@@ -1,8 +1,8 @@
 """Echo, backchannels and barge-in, as a speakerphone caller gets them: real `callbot serve`
-processes (echo cancellation on, and off for the A/B), aiortc callers whose microphone plays
-the bot's voice back (`MicrophoneTrack.echo_gain`, `echo_delay_s`).
+processes (the default: echo handling on, adaptive; off and AEC3-always for the A/B), aiortc
+callers whose microphone plays the bot's voice back (`MicrophoneTrack.echo_gain`, `echo_delay_s`).
 
-    python3 -m bench.echo [--trials 1] [--quick]
+    python3 -m bench.echo [--trials 1] [--barges 3] [--quick] [--variants before,default]
 
 Figures: self-interruption (a long reply cut by its own echo within `WATCH_S`) at -20/-10/-6
 dB and 50-250 ms; backchannels ("Yeah.", "Mm-hmm.", "Okay.") said over a reply that do not
@@ -28,7 +28,6 @@ from support import speech
 from .common import ServerProcess, save, table
 
 LONG_ASK = "Tell me a long story about a brave dragon who lives in a castle by the sea."
-ECHO_ON = "[turn.echo]\nenabled = true\n"
 WATCH_S = 8.0  # a reply not cut within this much playback passes
 BACKCHANNELS = ("Yeah.", "Mm-hmm.", "Okay.")
 
@@ -107,7 +106,7 @@ def aec_cpu() -> dict[str, float]:
     bot = speech.espeak("Spiders have eight legs and many eyes. " * 6, 16_000).pcm
     echo = np.zeros_like(bot)
     echo[1920:] = (bot[:-1920] * 0.316).astype(np.int16)
-    aec = EchoCanceller()
+    aec = EchoCanceller(adaptive=False)  # AEC3 alone; adaptive adds a look every 200 ms
     for i in range(0, len(bot) - 319, 320):
         aec.far(bot[i:i + 320])
         aec.near(echo[i:i + 320])
@@ -116,32 +115,40 @@ def aec_cpu() -> dict[str, float]:
             "core_percent_per_call": round(per_frame_ms / 20 * 100, 2)}
 
 
+# Same-run A/B: the default before this round (echo cancellation off), AEC3's output always
+# (the first attempt), and today's default (on, adaptive).
+VARIANTS = (("before: echo off", "[turn.echo]\nenabled = false\n"),
+            ("AEC3 always", "[turn.echo]\nadaptive = false\n"),
+            ("default: adaptive", ""))
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     restrict_host_addresses(("127.0.0.1",))  # loopback ICE, like the load test
     levels = (-10.0,) if args.quick else (-20.0, -10.0, -6.0)
     delays = (120.0,) if args.quick else (50.0, 250.0)
     out: dict[str, Any] = {"self_interruption": [], "backchannel": [], "barge_in": {}}
-    for name, toml in (("echo_on", ECHO_ON), ("echo_off", "")):
+    for name, toml in VARIANTS:
+        if args.variants and not any(v in name for v in args.variants.split(",")):
+            continue
+        default = name.startswith("default")
         with ServerProcess(toml=toml) as server:
-            for db in levels:
+            for db in levels if default else (-10.0,):
                 for delay in delays:
-                    if name == "echo_off" and db != -10.0:
-                        continue  # the baseline only where the issue was reported
                     runs = [await self_interrupts(server.url, db, delay)
                             for _ in range(args.trials)]
                     cut = [r["cut"] for r in runs if r["cut"] is not None]
                     out["self_interruption"].append(
                         {"server": name, "db": db, "delay_ms": delay, "cut": sum(cut),
                          "calls": len(cut), "runs": runs})
-                    print(name, db, delay, cut, flush=True)
-            if name == "echo_on":
+                    print(name, db, delay, cut, runs, flush=True)
+            if default:
                 for text in BACKCHANNELS:
                     for db in (None, -10.0):
                         for _ in range(args.trials):
                             ok = await backchannel(server.url, text, db)
                             out["backchannel"].append({"text": text, "echo_db": db, "ok": ok})
                             print("backchannel", text, db, ok, flush=True)
-            for db in ((None, -10.0) if name == "echo_on" else (None,)):
+            for db in ((None, -10.0) if default else (None,)):
                 key = f"{name}/{'clean' if db is None else 'echo -10 dB 120 ms'}"
                 out["barge_in"][key] = [await barge_in(server.url, db)
                                         for _ in range(args.barges)]
@@ -151,10 +158,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(out: dict[str, Any]) -> str:
-    rows = [[r["server"], r["db"], r["delay_ms"], f"{r['cut']}/{r['calls']}"]
+    rows = [[r["server"], r["db"], r["delay_ms"], f"{r['cut']}/{r['calls']}",
+             "; ".join(str(x.get("heard", "")) for x in r["runs"] if x.get("cut"))]
             for r in out["self_interruption"]]
     text = "Self-interruption (long reply cut by its own echo within 8 s)\n"
-    text += table(["server", "echo dB", "delay ms", "cut"], rows)
+    text += table(["server", "echo dB", "delay ms", "cut", "heard"], rows)
     bc = out["backchannel"]
     done = [b for b in bc if b["ok"] is not None]
     text += f"\n\nBackchannels that did not stop the bot: {sum(b['ok'] for b in done)}/{len(done)}"
@@ -174,6 +182,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--barges", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--variants", default="", help="comma-separated parts of names to run")
     args = parser.parse_args()
     out = asyncio.run(run(args))
     print(report(out))

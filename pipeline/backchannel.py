@@ -16,7 +16,8 @@ import unicodedata
 # Whisper may write "okay" in a Spanish call). Multi-word entries are matched whole.
 BACKCHANNELS: dict[str, frozenset[str]] = {
     "en": frozenset({
-        "mm", "mmm", "mhm", "mm-hmm", "mmhmm", "mm hmm", "hmm", "hm", "uh-huh", "uh huh", "uhhuh",
+        "m", "mm", "mmm", "mhm", "mm-hmm", "mmhmm", "mm hmm", "hmm", "hm", "uh-huh", "uh huh",
+        "uhhuh",  # "m": Whisper's "m m" for a hummed "mm-hmm"
         "aha", "ah", "oh", "yeah", "yea", "yes", "yep", "yup", "ok", "okay", "right", "sure",
         "i see", "got it", "alright", "all right", "cool", "nice", "great", "true", "exactly",
         "indeed", "totally", "of course", "go on", "i know", "wow", "really", "uh", "um", "huh",
@@ -56,10 +57,20 @@ def _pieces(text: str) -> list[str]:
     return [p.strip("-'") for p in _SEPARATORS.split(text) if p.strip("-'")]
 
 
-def is_backchannel(text: str) -> bool:
+def words(text: str) -> frozenset[str]:
+    """`text`'s words as `is_backchannel` compares them (lower case, no punctuation)."""
+    return frozenset(_pieces(_normalise(text)))
+
+
+def is_backchannel(text: str, echo_words: frozenset[str] = frozenset()) -> bool:
     """True when `text` (a transcript of speech over the bot) holds only backchannel words or
-    no words at all (a cough, a laugh)."""
-    pieces = _pieces(_normalise(text))
+    no words at all (a cough, a laugh). `echo_words`: what the bot was saying as the overlap
+    began, on a call whose microphone hears the bot (a speakerphone): the echo still in flight
+    may come out in the transcript ("and m m" for "mm-hmm" over "...dragon and..."), and those
+    words are not the caller's."""
+    pieces = [p for p in _pieces(_normalise(text)) if p not in echo_words or p in _ALL]
+    # "Mm-mm-": Whisper's hyphenated hums, word by word
+    pieces = [w for p in pieces for w in ([p] if p in _ALL else _pieces(p.replace("-", " ")))]
     if not pieces:
         return True
     if " ".join(pieces) in _ALL:

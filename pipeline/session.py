@@ -28,6 +28,7 @@ from .asr.prompt import asr_prompt
 from .audio import FRAME_MS
 from .augment import ContextSource, TurnRequest, gather_context, injection_event
 from .backchannel import is_backchannel
+from .backchannel import words as backchannel_words
 from .context_fit import estimate_tokens, fit_messages
 from .engines import Engines
 from .errors import LLMError, LLMTimeout
@@ -111,6 +112,11 @@ class VoiceSession:
         # The sentence the bot was saying when an overlap stopped it before its words were
         # known: said again if they turn out to need no answer ("yeah yeah, right, okay").
         self._cut_sentence: str | None = None
+        # Set by the call when it cancels echo: True while the caller's microphone is known to
+        # hear the bot. Then words the bot was saying as an overlap began, found in the
+        # overlap's transcript, are its echo, not the caller's (see is_backchannel).
+        self.echo_present: Callable[[], bool] | None = None
+        self._echo_words: frozenset[str] = frozenset()
         self._closed = False
         self._vad_given = vad
         self.speak_replies = True  # False: replies are text only (nothing is synthesized)
@@ -149,6 +155,7 @@ class VoiceSession:
             else:
                 if (self._overlap and self._segmenter.segment_ms
                         >= self.settings.interruption.backchannel_max_ms):
+                    log.debug("speech over the bot is too long for a backchannel")
                     self._end_overlap(interrupt=True)  # too long for "mm-hmm"
                 self._maybe_partial()
 
@@ -283,6 +290,7 @@ class VoiceSession:
                 # Keep the bot paused, not stopped, until the words say which it is: the
                 # caller hears it stop as soon as before, and "mm-hmm" costs no reply.
                 self._overlap = True
+                self._echo_words = self._bot_words_now()
                 if self._held_at is None:
                     self._output.hold()
                     self._held_at = self._segmenter.frames_seen
@@ -312,7 +320,8 @@ class VoiceSession:
         """`turn` transcribed the caller's speech over the bot. True: it was a backchannel,
         the turn is dropped and the bot goes on. False: the bot has stopped and the turn is
         answered; it sees the history as it is now (with what was heard of the reply)."""
-        if is_backchannel(text) and not turn.committed and self._pending is turn:
+        if (is_backchannel(text, self._echo_words) and not turn.committed
+                and self._pending is turn):
             log.debug("backchannel over the bot: %r", text)
             self._pending = None
             self._segmenter.close()
@@ -320,6 +329,8 @@ class VoiceSession:
             self._send(ev.SpeechStopped())
             self._end_overlap(interrupt=False)
             return True
+        log.debug("speech over the bot is no backchannel: %r (echo words: %s)", text,
+                  sorted(self._echo_words))
         self._end_overlap(interrupt=True, words_known=True)
         turn.history_len = len(self.history)
         return False
@@ -342,6 +353,20 @@ class VoiceSession:
         self.backchannels += 1
         self.say(sentence)
         return True
+
+    def _bot_words_now(self) -> frozenset[str]:
+        """The words of the sentence the bot is saying now and of those either side of it,
+        on a call whose microphone hears the bot (else none)."""
+        active = self._active
+        if active is None or self.echo_present is None or not self.echo_present():
+            return frozenset()
+        heard = sum(seconds for _, seconds in active.played) - self._output.pending_seconds()
+        for i, (_, seconds) in enumerate(active.played):
+            if heard < seconds or i == len(active.played) - 1:
+                near = active.played[max(0, i - 1):i + 2]
+                return frozenset().union(*(backchannel_words(text) for text, _ in near))
+            heard -= seconds
+        return frozenset()
 
     def _hold_for_onset(self) -> None:
         """A voice may be starting over the bot: pause its voice now, ~80 ms before the
@@ -496,7 +521,9 @@ class VoiceSession:
                 prompt=asr_prompt(self.history, len(self.history)),
             )
             if result.text and self._segmenter.in_segment:
-                if self._overlap and not is_backchannel(result.text):
+                if self._overlap and not is_backchannel(result.text, self._echo_words):
+                    log.debug("partial over the bot is no backchannel: %r (echo words: %s)",
+                              result.text, sorted(self._echo_words))
                     # Words, not "mm-hmm": stop the bot now.
                     self._end_overlap(interrupt=True, words_known=True)
                 self._send(ev.TranscriptPartial(text=self._with_carry_over(result.text)))

@@ -186,7 +186,11 @@ class EchoSettings:
     """Server-side echo cancellation (pipeline/echo.py, WebRTC AEC3): the bot's own voice
     coming back through a caller's speakerphone is taken out before VAD and ASR."""
 
-    enabled: bool = False  # off by default until bench.echo shows clean calls keep their figures
+    enabled: bool = True  # WebRTC calls (the paced track gives the far-end reference)
+    # AEC3's output only where the bot's voice is found coming back (pipeline/echo.py EchoPath);
+    # a clean caller's audio passes untouched, so a barge-in is not held back by AEC3's
+    # suppressor (~1 s with `adaptive = false`). false: AEC3's output always.
+    adaptive: bool = True
     stream_delay_ms: int = 0  # a hint only; AEC3 estimates the echo path's delay itself
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from callbot.pipeline.augment import TurnContext, TurnRequest
+from callbot.pipeline.backchannel import is_backchannel
+from callbot.pipeline.backchannel import words as backchannel_words
 from callbot.pipeline.engines import Engines
 from callbot.pipeline.fakes import (
     EnergyVad,
@@ -416,6 +418,45 @@ async def test_a_real_interruption_still_stops_the_bot(said: str) -> None:
         assert [m["role"] for m in session.history][:4] == ["system", "user", "assistant", "user"]
     finally:
         await session.close()
+
+
+async def test_over_a_speakerphone_the_bots_own_words_in_a_backchannel_are_its_echo() -> None:
+    # The echo still in flight when the bot paused comes out in the transcript ("and m m"
+    # for "mm-hmm" over "...eyes, and they spin..."): on a call whose microphone hears the
+    # bot, the words it was saying then are not the caller's.
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    session, rec, output = await talking([QUESTION, "And m m."], reply)
+    session.echo_present = lambda: True
+    try:
+        await feed(session, silence_frames(300))
+        await feed(session, voice_frames(400) + silence_frames(300))
+        assert session.backchannels == 1 and not output.held and not output.clears
+        assert "response.interrupted" not in rec.names()
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize("echo", [False, True])
+async def test_words_the_bot_was_not_saying_still_stop_it_over_a_speakerphone(
+        echo: bool) -> None:
+    reply = "Spiders have eight legs. They also have many eyes, and they spin silk webs."
+    said = "And m m." if not echo else "Wait, and stop."
+    session, rec, output = await talking([QUESTION, said], reply)
+    session.echo_present = lambda: echo  # no echo: "and" is the caller's
+    try:
+        await feed(session, silence_frames(300))
+        await feed(session, voice_frames(400) + silence_frames(300))
+        interrupted = await rec.wait_for("response.interrupted", 1)
+        assert interrupted["reason"] == "barge_in" and session.backchannels == 0
+    finally:
+        await session.close()
+
+
+def test_is_backchannel_drops_echo_words_only() -> None:
+    bot = backchannel_words("They also have many eyes, and they spin silk webs.")
+    assert is_backchannel("and m m", bot) and not is_backchannel("and m m")
+    assert is_backchannel("They. Yeah.", bot)
+    assert not is_backchannel("Wait, and they?", bot)
 
 
 async def test_a_long_overlap_stops_the_bot_before_its_words_are_known() -> None:

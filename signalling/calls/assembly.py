@@ -108,10 +108,12 @@ async def assemble_call(services: CallServices, options: CallOptions,
     if config.turn.echo.enabled and on_sent is not None:
         # The bot's voice back through a speakerphone, cancelled before VAD and ASR; the
         # reference is what the paced track actually sent (WebRTC only: it paces the output).
-        canceller = EchoCanceller(stream_delay_ms=config.turn.echo.stream_delay_ms)
+        canceller = EchoCanceller(stream_delay_ms=config.turn.echo.stream_delay_ms,
+                                  adaptive=config.turn.echo.adaptive)
         on_sent.append(canceller.far)
         call.audio_filter = canceller.near
         call.echo_canceller = canceller
+        call.session.echo_present = canceller.hears_echo
     call.session.prompt_suffix = extras.prompt_suffix
     if extras.memory:
         call.session.add_context(extras.memory)
