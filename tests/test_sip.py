@@ -30,7 +30,7 @@ from callbot.pipeline.engines import Engines
 from callbot.signalling.app import SIP_LINE, create_app
 from callbot.signalling.calls.handle import CallHandle
 from callbot.signalling.calls.hooks import CallHooks
-from callbot.signalling.config import CallbotConfig, Limits, SipSettings
+from callbot.signalling.config import CallbotConfig, SipSettings
 from callbot.signalling.protocols.sip.line import SipLine
 from callbot.signalling.server.state import STATE
 from tests import speech
@@ -136,14 +136,15 @@ class Softphone:
         auth = f";auth_pass={password}" if password else ""
         (folder / "accounts").write_text(
             f"<sip:{user}@{LOOPBACK}>{auth};regint=0;audio_codecs=PCMU,PCMA\n")
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(BARESIP), "-f", str(self.folder)], stdin=subprocess.DEVNULL,
-            stdout=(self.folder / "baresip.log").open("wb"), stderr=subprocess.STDOUT)
+        with (self.folder / "baresip.log").open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                str(BARESIP), "-f", str(self.folder), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT)
         for _ in range(100):
             with contextlib.suppress(OSError):
                 self._reader, self._writer = await asyncio.open_connection(
@@ -157,6 +158,16 @@ class Softphone:
         data = json.dumps({"command": command, "params": params, "token": "t"}).encode()
         self._writer.write(b"%d:%s," % (len(data), data))
         await self._writer.drain()
+
+    async def event(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next ctrl_tcp event of `kind` (e.g. CALL_CLOSED), skipping the others."""
+        assert self._reader is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                size = int((await self._reader.readuntil(b":"))[:-1])
+                message = json.loads((await self._reader.readexactly(size + 1))[:-1])
+                if message.get("event") and message.get("type") == kind:
+                    return dict(message)
 
     def log(self) -> str:
         path = self.folder / "baresip.log"
@@ -172,12 +183,13 @@ class Softphone:
     async def stop(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.returncode is None:
             self.process.terminate()
             try:
-                await asyncio.to_thread(self.process.wait, 5)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
                 self.process.kill()
+                await self.process.wait()
 
 
 def microphone(folder: Path, clip: speech.Clip, seconds: float) -> Path:
@@ -245,3 +257,163 @@ async def test_a_softphone_asks_presses_a_digit_and_hangs_up(engines: Engines, q
 
     text = (await engines.asr.transcribe(resample_pcm(heard, 8000, PIPELINE_RATE))).text
     assert len(text.split()) >= 3, f"the phone heard no reply: {text!r}"
+
+
+# ---- raw SIP over UDP: refusals, floods, bad input ---------------------------------------------
+
+
+class RawSip(asyncio.DatagramProtocol):
+    """A bare UDP SIP peer: sends hand-written requests, collects final responses by Call-ID."""
+
+    def __init__(self) -> None:
+        self.responses: dict[str, list[tuple[int, str]]] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (not an isinstance check: CPython 3.11.7's selector datagram transport fails it)
+        self.transport = transport  # type: ignore[assignment]
+        self.port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        text = data.decode(errors="replace")
+        status = int(text.split(" ", 2)[1]) if text.startswith("SIP/2.0") else 0
+        call_id = next((line.split(":", 1)[1].strip() for line in text.split("\r\n")
+                        if line.lower().startswith(("call-id:", "i:"))), "")
+        self.responses.setdefault(call_id, []).append((status, text))
+
+    def final(self, call_id: str) -> tuple[int, str] | None:
+        return next((r for r in self.responses.get(call_id, []) if r[0] >= 200), None)
+
+    def invite(self, target: tuple[str, int], *, codecs: str = "0 8 101",
+               extra: str = "", call_id: str | None = None, cseq: int = 1) -> str:
+        call_id = call_id or uuid.uuid4().hex
+        sdp = (f"v=0\r\no=- 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+               f"m=audio {self.port + 2} RTP/AVP {codecs}\r\na=rtpmap:101 telephone-event/8000\r\n"
+               "a=sendrecv\r\n")
+        self.send(target, (
+            f"INVITE sip:bot@{target[0]}:{target[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
+            f"From: <sip:caller{call_id[:6]}@{LOOPBACK}>;tag={call_id[:8]}\r\n"
+            f"To: <sip:bot@{target[0]}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
+            f"Contact: <sip:caller@{LOOPBACK}:{self.port}>\r\nMax-Forwards: 70\r\n{extra}"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"))
+        return call_id
+
+    def send(self, target: tuple[str, int], text: str | bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(text.encode() if isinstance(text, str) else text, target)
+
+
+@contextlib.asynccontextmanager
+async def raw_peer() -> AsyncIterator[RawSip]:
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(RawSip, local_addr=(LOOPBACK, 0))
+    try:
+        yield peer
+    finally:
+        transport.close()
+
+
+def assert_nothing_left(served: App) -> None:
+    line = served.line
+    assert served.calls == 0, "a refused INVITE left a call"
+    assert line.ports_in_use == 0, "a refused INVITE kept an RTP port"
+    assert line.uas is not None and not line.uas.active_calls, "a refused INVITE left a dialog"
+
+
+async def test_unknown_peers_and_bad_credentials_are_refused(engines: Engines) -> None:
+    async with sip_app(engines, sip_config(allow=("10.9.0.0/16",))) as served, \
+            raw_peer() as peer:
+        target = served.line.address
+        call_id = peer.invite(target)
+        await until(lambda: peer.final(call_id) is not None, 5, "a response")
+        assert peer.final(call_id)[0] == 403  # type: ignore[index]
+        assert_nothing_left(served)
+    async with sip_app(engines, sip_config(username="pbx", password="s3cret")) as served, \
+            raw_peer() as peer:
+        target = served.line.address
+        call_id = peer.invite(target)
+        await until(lambda: peer.final(call_id) is not None, 5, "a challenge")
+        status, text = peer.final(call_id)  # type: ignore[misc]
+        assert status == 401 and "WWW-Authenticate: Digest" in text
+        nonce = text.split('nonce="', 1)[1].split('"', 1)[0]
+        wrong = (f'Authorization: Digest username="pbx", realm="callbot", nonce="{nonce}", '
+                 f'uri="sip:bot@{target[0]}:{target[1]}", response="{"0" * 32}"\r\n')
+        again = peer.invite(target, extra=wrong)
+        await until(lambda: peer.final(again) is not None, 5, "a refusal")
+        assert peer.final(again)[0] == 403  # type: ignore[index]
+        assert_nothing_left(served)
+
+
+@pytest.mark.skipif(BARESIP is None, reason="baresip-core is not installed (.ci/debian-packages)")
+async def test_a_softphone_with_the_right_password_gets_through(engines: Engines, question,
+                                                                tmp_path: Path) -> None:
+    recorder = Recorder()
+    config = sip_config(username="alice", password="s3cret")
+    async with sip_app(engines, config, recorder.hooks()) as served:
+        phone = Softphone(tmp_path / "phone", microphone(tmp_path, question, 20.0),
+                          user="alice", password="s3cret")
+        await phone.start()
+        try:
+            host, port = served.line.address
+            await phone.command("dial", f"sip:bot@{host}:{port}")
+            await asyncio.wait_for(recorder.started.wait(), 20)
+            await phone.event("CALL_ESTABLISHED")
+            await recorder.handles[0].hang_up()  # CallHandle.hang_up: BYE to the phone
+            await asyncio.wait_for(recorder.ended_event.wait(), 10)
+            assert recorder.ended == ["app_hangup"]
+            await until(lambda: served.calls == 0 and served.line.ports_in_use == 0, 10,
+                        "the call released")
+            await phone.event("CALL_CLOSED")  # the phone's call ended too (our BYE)
+        finally:
+            await phone.stop()
+        assert served.line.refusals.get(401, 0) >= 1, "the phone was not challenged"
+
+
+async def test_a_flood_beyond_the_limit_is_busy_and_leaves_nothing(engines: Engines) -> None:
+    config = replace(sip_config(), limits=replace(TEST_CONFIG.limits, max_calls=1))
+    async with sip_app(engines, config) as served, raw_peer() as peer:
+        target = served.line.address
+        first = peer.invite(target)
+        await until(lambda: peer.final(first) is not None, 20, "the first call answered")
+        assert peer.final(first)[0] == 200  # type: ignore[index]
+        flood = [peer.invite(target) for _ in range(20)]
+        await until(lambda: all(peer.final(c) is not None for c in flood), 20, "20 answers")
+        statuses = sorted({peer.final(c)[0] for c in flood})  # type: ignore[index]
+        assert set(statuses) <= {486, 503}, statuses
+        assert served.calls == 1 and served.line.ports_in_use == 1
+        assert served.line.uas is not None and len(served.line.uas.active_calls) == 1
+        # the first call ends with the caller's BYE: nothing is left
+        ok = peer.final(first)[1]  # type: ignore[index]
+        to_tag = next(line for line in ok.split("\r\n") if line.lower().startswith("to:"))
+        peer.send(target, (
+            f"BYE sip:bot@{target[0]}:{target[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{peer.port};branch=z9hG4bK{uuid.uuid4().hex[:12]}\r\n"
+            f"From: <sip:caller{first[:6]}@{LOOPBACK}>;tag={first[:8]}\r\n{to_tag}\r\n"
+            f"Call-ID: {first}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"))
+        await until(lambda: served.calls == 0 and served.line.ports_in_use == 0, 10,
+                    "the first call released")
+        assert_nothing_left(served)
+
+
+async def test_bad_input_gets_the_right_response(engines: Engines) -> None:
+    async with sip_app(engines, sip_config()) as served, raw_peer() as peer:
+        target = served.line.address
+        peer.send(target, b"\x00\xffnot sip at all\r\n\r\n")  # dropped, nothing else happens
+        peer.send(target, b"INVITE sip:bot@x SIP/2.0\r\nContent-Length: 0\r\n\r\n")  # no Via
+        opus = peer.invite(target, codecs="111 101")  # no G.711: 488
+        await until(lambda: peer.final(opus) is not None, 5, "488")
+        assert peer.final(opus)[0] == 488  # type: ignore[index]
+        no_from = uuid.uuid4().hex
+        peer.send(target, (
+            f"INVITE sip:bot@{target[0]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {LOOPBACK}:{peer.port};branch=z9hG4bK{no_from[:12]}\r\n"
+            f"Call-ID: {no_from}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"))
+        await until(lambda: peer.final(no_from) is not None, 5, "400")
+        assert peer.final(no_from)[0] == 400  # type: ignore[index]
+        assert_nothing_left(served)
+        # the line still answers
+        good = peer.invite(target)
+        await until(lambda: peer.final(good) is not None, 20, "an answer")
+        assert peer.final(good)[0] == 200  # type: ignore[index]

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortp import RTPSession
-from aiosipua import IncomingCall
+from aiosipua import DialogState, IncomingCall
 
 from callbot.pipeline import events as ev
 from callbot.signalling.protocols.sip.media import PhoneInput, PhoneOutput
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Digits pressed within this long of each other are one entry ("1 2 3 4"): one turn for the
 # LLM, not one reply per key. Each digit is its own `dtmf` event at once.
 DIGIT_GAP_S = 1.5
+ACK_WAIT_STEPS = 40  # x 50 ms: how long a BYE waits for the caller's ACK
 
 
 class SipTransport:
@@ -101,6 +102,19 @@ class SipTransport:
             "dtmf_digits": "".join(self.digits),
         }
 
+    async def _bye(self) -> None:
+        """BYE to the caller. RFC 3261 15: not before the ACK of our 200 OK; a call ended at
+        once waits for it (briefly), then says BYE anyway."""
+        dialog = self.dialog
+        for _ in range(ACK_WAIT_STEPS):
+            if dialog.dialog.state != DialogState.EARLY:
+                break
+            await asyncio.sleep(0.05)
+        dialog._stop_retransmissions()
+        if dialog.dialog.state == DialogState.EARLY and dialog._answered:
+            dialog.dialog.confirm()
+        dialog.hangup()  # a no-op unless the dialog is up
+
     def send_dtmf(self, digit: str) -> None:
         """The bot presses a key (RFC 4733), e.g. to steer an IVR it called."""
         self.rtp.send_dtmf(digit)
@@ -113,7 +127,7 @@ class SipTransport:
             self._entry_timer.cancel()
         self._output.clear()
         if not self.remote_ended:
-            self.dialog.hangup()  # BYE (a no-op if the dialog is not confirmed)
+            await self._bye()
         try:
             await self.rtp.close()
         finally:
