@@ -170,10 +170,18 @@ class IdleWarning(Event):
     seconds_left: float
 
 
+@dataclass(frozen=True)
+class Dtmf(Event):
+    """The caller pressed a key on their phone (RFC 4733 telephone-event on a SIP call)."""
+
+    type: ClassVar[str] = "dtmf"
+    digit: str  # 0-9, *, #, A-D
+
+
 SERVER_EVENTS: tuple[type[Event], ...] = (
     SpeechStarted, SpeechStopped, TranscriptPartial, TranscriptFinal, ResponseTextDelta,
     ResponseAudioStarted, ResponseAudioDone, ResponseInterrupted, BotState, TurnMetrics, VisionUsed,
-    SafetyFlagged, Error, IdleWarning,
+    SafetyFlagged, Error, IdleWarning, Dtmf,
 )
 
 

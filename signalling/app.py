@@ -29,6 +29,7 @@ from callbot.signalling.cluster.shared import SharedStore
 from callbot.signalling.config import CallbotConfig, ConfigError
 from callbot.signalling.errors import json_errors
 from callbot.signalling.protocols.openai_realtime import setup as setup_realtime
+from callbot.signalling.protocols.sip.line import SipLine
 from callbot.signalling.records.service import RecordService
 from callbot.signalling.records.tracing import CallTracer
 from callbot.signalling.server.memory_routes import memory_routes
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SIP_LINE = web.AppKey("callbot_sip_line", SipLine)  # the phone line, when [sip] is enabled
 _MOUNTED = web.AppKey("callbot_mounted_ice_hosts", tuple)  # ice_hosts of each mounted app
 _engine_cache: dict[EngineSettings, Engines] = {}
 _engine_lock = threading.Lock()
@@ -153,6 +155,10 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
         state.records = await asyncio.to_thread(_records, config)
         state.overload.start()
         app[STATE] = state
+        if config.sip.enabled:
+            line = SipLine(state, config.sip)
+            await line.start()
+            app[SIP_LINE] = line
 
     async def stop(app: web.Application) -> None:
         state = app.get(STATE)
@@ -166,6 +172,9 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
                 for wait in waits:
                     wait.cancel()
             await state.registry.close_all("server_shutdown")
+            line = app.get(SIP_LINE)
+            if line is not None:  # after the calls' BYEs went out
+                await line.stop()
             await state.hook_runner.wait_idle()
             if state.guard is not None:
                 await state.guard.close()

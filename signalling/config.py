@@ -278,6 +278,44 @@ class CapacitySettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SipSettings:
+    """The phone line (signalling/protocols/sip/): a SIP user agent answering INVITEs over UDP
+    with G.711 (µ-law, A-law) and RFC 4733 DTMF. Off by default (`callbot serve --sip`).
+    Every INVITE goes through the same admission as a WebRTC call; who may call is
+    `allow` (peer addresses, CIDR) and/or digest credentials (`username` + `password`)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # where the SIP UDP socket listens
+    port: int = 5060
+    public_ip: str | None = None  # announced in SDP/Contact instead of `host` (NAT 1:1)
+    rtp_port_min: int = 20000  # RTP/RTCP ports, one even/odd pair per call
+    rtp_port_max: int = 20200
+    # Peer addresses allowed to call (CIDR; a PBX or the carrier's signalling addresses).
+    # Empty: any peer (then set digest credentials, or keep the port off the internet).
+    allow: tuple[str, ...] = ()
+    username: str | None = None  # digest auth (RFC 8760/2617): both or neither
+    password: str | None = None
+    realm: str = "callbot"
+    system_prompt: str | None = None  # for phone calls (None: turn.reply.system_prompt)
+    voice: str | None = None  # the phone voice (None: the default)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("port: expected 1..65535")
+        if not 1024 <= self.rtp_port_min < self.rtp_port_max < 65536:
+            raise ConfigError("rtp_port_min < rtp_port_max, within 1024..65535, are required")
+        if (self.username is None) != (self.password is None):
+            raise ConfigError("username and password: give both (or neither)")
+        for network in self.allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"allow: {network!r} is not a network (CIDR)") from None
+        if self.public_ip is not None and not _is_ip(self.public_ip):
+            raise ConfigError(f"public_ip: {self.public_ip!r} is not an IP address")
+
+
+@dataclasses.dataclass(frozen=True)
 class CallbotConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -309,6 +347,7 @@ class CallbotConfig:
     record: RecordSettings = dataclasses.field(default_factory=RecordSettings)
     vision: VisionSettings = dataclasses.field(default_factory=VisionSettings)
     cluster: ClusterSettings = dataclasses.field(default_factory=ClusterSettings)
+    sip: SipSettings = dataclasses.field(default_factory=SipSettings)
 
     def __post_init__(self) -> None:
         if not self.languages:
@@ -404,7 +443,8 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, name: str) -> Any:
     if isinstance(default, dict):
         return _string_map(raw, name)
     if field.name in ("ice_hosts", "languages", "bearer_tokens", "admin_tokens",
-                      "allowed_origins", "server_voices", "ice_remote_networks", "turn_urls"):
+                      "allowed_origins", "server_voices", "ice_remote_networks", "turn_urls",
+                      "allow"):
         if raw is None and field.name in ("ice_hosts", "ice_remote_networks"):
             return None
         items = raw.split(",") if isinstance(raw, str) else raw
@@ -534,6 +574,13 @@ ENV_KEYS = {
     "CALLBOT_VISION_MODEL": "vision.model",
     "CALLBOT_VISION_API_KEY": "vision.api_key",
     "CALLBOT_BOT_VIDEO": "vision.bot_video",
+    "CALLBOT_SIP": "sip.enabled",
+    "CALLBOT_SIP_HOST": "sip.host",
+    "CALLBOT_SIP_PORT": "sip.port",
+    "CALLBOT_SIP_PUBLIC_IP": "sip.public_ip",
+    "CALLBOT_SIP_ALLOW": "sip.allow",
+    "CALLBOT_SIP_USERNAME": "sip.username",
+    "CALLBOT_SIP_PASSWORD": "sip.password",
 }
 
 

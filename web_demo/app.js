@@ -432,6 +432,8 @@
         showError(`No speech heard: the call ends in ${Math.round(ev.seconds_left)} s ` +
                   "unless you speak (is your microphone muted?)");
         break;
+      case "dtmf":  // phone calls only (a keypad digit); a browser call never gets it
+        break;
       default:
         break;
     }

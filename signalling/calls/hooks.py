@@ -71,10 +71,12 @@ class HookRunner:
         self.calls: dict[str, CallHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def options_for(self, request: web.Request, requested: CallOptions) -> CallOptions:
+    async def options_for(self, request: web.Request | None,
+                          requested: CallOptions) -> CallOptions:
+        """`request` None: a phone call (no HTTP request; the factory is not asked)."""
         options = requested
         factory = self.hooks.options_factory
-        if factory is not None:
+        if factory is not None and request is not None:
             result = factory(request, requested)
             if inspect.isawaitable(result):
                 result = await result

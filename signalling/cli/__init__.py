@@ -49,6 +49,8 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--capacity", type=int, metavar="N",
                    help="talking calls this node answers within the latency budget, as "
                         "measured by `callbot capacity`; more get 503 (env CALLBOT_CAPACITY)")
+    p.add_argument("--sip", metavar="HOST:PORT",
+                   help="answer phone calls: a SIP line on this UDP address (config [sip])")
     p.add_argument("--auth-token", action="append", dest="auth_tokens", metavar="TOKEN",
                    help="static bearer token that may start calls (repeatable; "
                         "env CALLBOT_AUTH_TOKENS)")
@@ -138,6 +140,11 @@ def build_config(args: argparse.Namespace) -> CallbotConfig:
         "knowledge.enabled": args.kb_enabled,
         "memory.enabled": args.memory,
     }
+    if args.sip:
+        host, _, port = args.sip.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--sip: expected HOST:PORT, got {args.sip!r}")
+        flags.update({"sip.enabled": True, "sip.host": host.strip("[]"), "sip.port": int(port)})
     if args.llm_model in LOCAL_LLM_MODELS and not args.llm_base_url:
         flags["engines.llm_model"] = args.llm_model
     else:

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -53,23 +53,29 @@ log = logging.getLogger(__name__)
 class Body:
     """The request's body, read whole on first use: bounded and timed, whatever the entrance."""
 
-    def __init__(self, request: web.Request, max_bytes: int, timeout_s: float) -> None:
-        self._request = request
+    def __init__(self, request: web.Request | None, max_bytes: int, timeout_s: float) -> None:
+        self._request = request  # None: an entrance without HTTP (a phone line's INVITE)
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
 
+    @property
+    def request(self) -> web.Request:
+        if self._request is None:
+            raise ApiError(400, "invalid_body", "this entrance has no HTTP body")
+        return self._request
+
     async def read(self) -> bytes:
-        return await read_body(self._request, self.max_bytes, self.timeout_s)
+        return await read_body(self.request, self.max_bytes, self.timeout_s)
 
     async def json(self) -> Any:
         """The body as JSON (415 unless `application/json`; 400 if invalid or too deep)."""
-        if self._request.content_type != "application/json":
+        if self.request.content_type != "application/json":
             raise ApiError(415, "unsupported_media_type", "send the body as application/json")
         return parse_json(await self.read())
 
     async def optional_json(self) -> Any:
         """JSON if there is a body (any content type), else {}."""
-        if not self._request.can_read_body:
+        if not self.request.can_read_body:
             return {}
         raw = await self.read()
         return parse_json(raw) if raw.strip() else {}
@@ -83,7 +89,7 @@ class Body:
 
     async def form(self) -> MultiDictProxy[Any]:
         """A multipart or urlencoded form, bounded (aiohttp's `client_max_size`) and timed."""
-        request = self._request
+        request = self.request
         if request.content_length is not None and request.content_length > self.max_bytes:
             raise ApiError(413, "body_too_large", f"request body is over {self.max_bytes} bytes")
         try:
@@ -154,20 +160,24 @@ class CallRequest:
     detail: Any = None
 
 
-class Entrance(Protocol):
+# What an entrance reads its call from: an HTTP request, or a phone line's INVITE.
+RequestT = TypeVar("RequestT", contravariant=True)
+
+
+class Entrance(Protocol[RequestT]):
     """One way in: how it authenticates and reads its request. Everything else is shared."""
 
     transport: str  # "webrtc" | "websocket" | "sip"
     forwardable: bool  # a cluster node without a slot may hand this request on as it is
     offer: bool  # the request carries an SDP offer (WebRTC): it is checked and guarded
 
-    def authenticate(self, request: web.Request, state: AppState
+    def authenticate(self, request: RequestT, state: AppState
                      ) -> tuple[Principal, Any] | Awaitable[tuple[Principal, Any]]:
         """Who calls, and what their credential carries (e.g. a client secret's session).
         May be async: a Realtime client secret is redeemed in the shared store."""
         ...
 
-    async def parse(self, request: web.Request, body: Body, principal: Principal,
+    async def parse(self, request: RequestT, body: Body, principal: Principal,
                     credential: Any) -> CallRequest: ...
 
 
@@ -223,19 +233,23 @@ class HandedOn(Exception):
         self.response = response
 
 
-async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Admitted:
+async def admit(request: Any, state: AppState, entrance: Entrance[Any]) -> Admitted:
     """Every step between a request and a slot (see the module's docstring); raises ApiError
-    (4xx/5xx) or `HandedOn`."""
+    (4xx/5xx) or `HandedOn`. `request` is what `entrance` reads: an aiohttp request, or for
+    the phone line its INVITE (no HTTP: the app's request hooks are not asked)."""
     store = state.store
     forwarded = False
-    if isinstance(store, RedisStore) and entrance.forwardable and FORWARD_HEADER in request.headers:
+    http = request if isinstance(request, web.Request) else None
+    if (isinstance(store, RedisStore) and entrance.forwardable and http is not None
+            and FORWARD_HEADER in http.headers):
         remote = store.verify_forward(request.headers[FORWARD_HEADER])
         if remote is None:  # forged, stale, or signed with another key (misconfigured)
             state.metrics.call_rejected("forward_rejected")
             raise ApiError(403, "forward_rejected",
                            "a forwarded offer must be signed with this cluster's "
                            "cluster.forward_secret")
-        request, forwarded = request.clone(remote=remote), True  # a node handed it on
+        request = http = http.clone(remote=remote)  # a node of this cluster handed it on
+        forwarded = True
     reserved = False
     if store.clustered:  # a slot first: a node that has none hands the offer on untouched
         state.refuse_if_unavailable()
@@ -247,8 +261,8 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
                 if forwarded or not entrance.forwardable:
                     state.metrics.call_rejected(exc.metric)
                     raise exc.refusal() from None
-        if not reserved and not forwarded and entrance.forwardable:
-            raise HandedOn(await _hand_on(request, state))
+        if not reserved and not forwarded and entrance.forwardable and http is not None:
+            raise HandedOn(await _hand_on(http, state))
     try:
         if state.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
@@ -265,7 +279,7 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
         raise
     try:
         limits = state.config.limits
-        body = Body(request, limits.max_body_bytes, limits.body_timeout_s)
+        body = Body(http, limits.max_body_bytes, limits.body_timeout_s)
         wanted = await entrance.parse(request, body, principal, credential)
         if wanted.prompt and not state.client_prompt_allowed(principal):
             raise ApiError(403, "prompt_not_allowed",
@@ -274,8 +288,10 @@ async def admit(request: web.Request, state: AppState, entrance: Entrance) -> Ad
         if entrance.offer:
             wanted.sdp = _guard_offer(validate_sdp(wanted.sdp, limits.max_sdp_bytes), state)
         validate_options(wanted.options, state)
-        wanted.options = await state.hook_runner.options_for(request, wanted.options)
-        ice_servers = await state.ice_servers_for(request, principal)
+        wanted.options = await state.hook_runner.options_for(http, wanted.options)
+        ice_servers: tuple[IceServer, ...] = ()
+        if http is not None:  # a phone call has no ICE
+            ice_servers = await state.ice_servers_for(http, principal)
         if not reserved:
             try:
                 state.registry.reserve()
