@@ -163,3 +163,12 @@ def test_kokoro_speaks_zh_fr_es_and_german_stays_on_espeak() -> None:
     assert voices_by_language(("zh",), voices, pinned) == {"zh": "espeak-cmn"}
     assert voices_by_language(("zh", "es"), voices[:5], VoiceSettings()) == {
         "zh": "espeak-cmn", "es": "espeak-es"}
+
+
+@needs_kokoro
+async def test_fixed_phrases_are_kept(voices: KokoroSynthesizer) -> None:
+    """A holding phrase must play at once, even on a busy CPU: synthesized once, then kept."""
+    first = await voices.synthesize("Un momento, por favor.", voice="kokoro-ef_dora")
+    again = await voices.synthesize("Un momento, por favor.", voice="kokoro-ef_dora")
+    assert first.compute_ms > 0 and again.compute_ms == 0.0
+    assert np.array_equal(first.pcm, again.pcm)

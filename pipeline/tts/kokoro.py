@@ -19,6 +19,8 @@ Piper's CPU, so the first audio of a reply waits for its first clause only.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
 import importlib.util
 import logging
@@ -247,12 +249,28 @@ class KokoroSynthesizer:
         self.speed = speed
         self._zh: Callable[[str], Any] | None = None
         self._worker = worker or ModelWorker("tts-kokoro")
+        # The fixed phrases (holding phrases, apologies, greetings) come back often and must
+        # play at once even when the CPU is busy: kept, once synthesized (warm_up makes them).
+        self._phrases: collections.OrderedDict[tuple[str, str], SynthesizedAudio] = (
+            collections.OrderedDict())
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> SynthesizedAudio:
         name = voice or self.voices[0]
         if name not in self._styles:
             raise ValueError(f"unknown voice {name!r}")
-        return await self._worker.submit(self._synthesize_sync, text, name)
+        kept = self._phrases.get((name, text))
+        if kept is not None:
+            self._phrases.move_to_end((name, text))
+            return dataclasses.replace(kept, compute_ms=0.0)
+        audio = await self._worker.submit(self._synthesize_sync, text, name)
+        self._keep(name, text, audio)
+        return audio
+
+    def _keep(self, name: str, text: str, audio: SynthesizedAudio) -> None:
+        if len(text) <= _PHRASE_CHARS:
+            self._phrases[(name, text)] = audio
+            while len(self._phrases) > _PHRASES_KEPT:
+                self._phrases.popitem(last=False)
 
     def _synthesize_sync(self, text: str, name: str) -> SynthesizedAudio:
         started = time.perf_counter()
@@ -289,19 +307,27 @@ class KokoroSynthesizer:
         return str(phonemes)
 
     def warm_up(self) -> None:
-        """One sentence per language (blocking, at start-up): loads jieba's dictionary
-        (1.5-2 s) before the first Chinese caller, not during their first answer."""
-        done: set[str] = set()
-        for name in self.voices:
-            language = self.voice_languages[name]
-            if language not in done:
-                done.add(language)
-                self._synthesize_sync(_WARM_UP.get(language, "Hello."), name)
+        """Blocking, at start-up: loads jieba's dictionary (1.5-2 s) before the first Chinese
+        caller, and synthesizes the holding phrase and apology of each language's default
+        voice, so they play at once however busy the CPU is when they are needed."""
+        from ..holding import APOLOGIES, HOLD_PHRASES
+
+        for language, name in DEFAULT_KOKORO_VOICES.items():
+            if name not in self._styles or language == "en":  # English speaks with Piper
+                continue
+            phrases = [p[language] for p in (HOLD_PHRASES, APOLOGIES) if language in p]
+            for text in phrases or [_WARM_UP.get(language, "Hello.")]:
+                self._keep(name, text, self._synthesize_sync(text, name))
+        if not self._phrases and self.voices:  # no default voice loaded: warm the model
+            self._synthesize_sync(_WARM_UP.get(self.voice_languages[self.voices[0]], "Hello."),
+                                  self.voices[0])
 
     def close(self) -> None:
         self._worker.close()
 
 
+_PHRASE_CHARS = 80  # longer texts are answers: not kept
+_PHRASES_KEPT = 64
 _WARM_UP = {"zh": "你好。", "es": "Hola.", "fr": "Bonjour.", "it": "Ciao.", "pt": "Olá.",
             "hi": "नमस्ते।", "en": "Hello."}
 
