@@ -147,6 +147,9 @@ def test_voices_install_from_the_npm_tarball(tmp_path: Path) -> None:
     bad = _tarball(tmp_path / "bad.tgz", {"package/voices/zf_short.bin": b"\0" * 100})
     with pytest.raises(KokoroMissing, match="not a Kokoro voice"):
         kokoro.install_voices(bad, tmp_path / "other")
+    fake = _tarball(tmp_path / kokoro.KOKORO_JS_TARBALL, {"package/voices/zf_a.bin": voice})
+    with pytest.raises(KokoroMissing, match="sha256"):  # named as the checked release, is not
+        kokoro.install_voices(fake, tmp_path / "fake")
     with pytest.raises(KokoroMissing, match="no Kokoro voices"):
         kokoro.install_voices(_tarball(tmp_path / "empty.tgz", {"package/a.js": b""}),
                               tmp_path / "none")

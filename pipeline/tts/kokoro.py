@@ -149,6 +149,8 @@ def install_voices(source: Path, directory: Path | None = None) -> list[str]:
     else:
         digest = hashlib.sha256(source.read_bytes()).hexdigest()
         if digest != KOKORO_JS_SHA256:
+            if source.name == KOKORO_JS_TARBALL:  # claims to be the checked release: is not
+                raise KokoroMissing(f"{source}: sha256 {digest}, expected {KOKORO_JS_SHA256}")
             # Another kokoro-js release may hold other voices; each is still size-checked.
             log.warning("%s is not the checked kokoro-js 1.2.1 tarball (sha256 %s)",
                         source, digest)
