@@ -215,7 +215,7 @@ class KokoroSynthesizer:
 
     def __init__(self, *, voices: Iterable[str] | None = None, voices_folder: Path | None = None,
                  model_path: Path | None = None, speed: float = 1.0, threads: int = 0,
-                 worker: ModelWorker | None = None) -> None:
+                 phrases_kept: int = 64, worker: ModelWorker | None = None) -> None:
         import onnxruntime
         from kokoro_onnx import Kokoro
 
@@ -255,6 +255,7 @@ class KokoroSynthesizer:
         # play at once even when the CPU is busy: kept, once synthesized (warm_up makes them).
         self._phrases: collections.OrderedDict[tuple[str, str], SynthesizedAudio] = (
             collections.OrderedDict())
+        self._phrases_kept = phrases_kept  # 0: none (bench/voices.py measures synthesis)
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> SynthesizedAudio:
         name = voice or self.voices[0]
@@ -269,9 +270,9 @@ class KokoroSynthesizer:
         return audio
 
     def _keep(self, name: str, text: str, audio: SynthesizedAudio) -> None:
-        if len(text) <= _PHRASE_CHARS:
+        if len(text) <= _PHRASE_CHARS and self._phrases_kept > 0:
             self._phrases[(name, text)] = audio
-            while len(self._phrases) > _PHRASES_KEPT:
+            while len(self._phrases) > self._phrases_kept:
                 self._phrases.popitem(last=False)
 
     def _synthesize_sync(self, text: str, name: str) -> SynthesizedAudio:
@@ -329,7 +330,6 @@ class KokoroSynthesizer:
 
 
 _PHRASE_CHARS = 80  # longer texts are answers: not kept
-_PHRASES_KEPT = 64
 _WARM_UP = {"zh": "你好。", "es": "Hola.", "fr": "Bonjour.", "it": "Ciao.", "pt": "Olá.",
             "hi": "नमस्ते।", "en": "Hello."}
 
