@@ -20,6 +20,7 @@ from .engines import Engines
 from .errors import SettingsError
 from .text import has_cjk
 from .tts.base import SpeechSynthesizer, SynthesizedAudio
+from .tts.kokoro import DEFAULT_KOKORO_VOICES
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,12 @@ LANGUAGE_NAMES = {
     "en": ("English", "English"), "zh": ("Chinese (Mandarin)", "中文"),
     "de": ("German", "Deutsch"), "fr": ("French", "français"), "es": ("Spanish", "español"),
 }
-DEFAULT_VOICES = {  # the offline voices; an operator points these at natural ones
+DEFAULT_VOICES = {  # the robotic fallback voices (espeak-ng), always installable from Debian
     "zh": "espeak-cmn", "de": "espeak-de", "fr": "espeak-fr", "es": "espeak-es",
 }
+# Kokoro-82M's voice per language, used when installed (pipeline/tts/kokoro.py; no German).
+KOKORO_VOICES = {lang: voice for lang, voice in DEFAULT_KOKORO_VOICES.items()
+                 if lang in SUPPORTED_LANGUAGES and lang != "en"}  # English keeps Piper
 # A transcript less sure than this (mean token log-probability) may be another language:
 # tiny.en gives English speech about -0.2 and foreign speech -0.9 to -1.6 (measured).
 SWITCH_CONFIDENCE = -0.75
@@ -175,10 +179,17 @@ def call_engines(engines: Engines, *, allowed: tuple[str, ...], language: str | 
 class VoiceSettings:
     """Speech out per language (the `[tts]` table of the config)."""
 
-    # language -> voice name; unset languages: the Piper voice for English, espeak-ng for
-    # the others (DEFAULT_VOICES), or the first server voice when a speech server is set.
+    # language -> voice name; unset languages: the Piper voice for English, the first server
+    # voice when a speech server is set, else Kokoro's (zh, fr, es) when installed, else
+    # espeak-ng's (DEFAULT_VOICES; German always).
     by_language: dict[str, str] = field(default_factory=dict)
     espeak: bool = True  # offer the espeak-ng voices (offline; apt-get install espeak-ng)
+    # Kokoro-82M natural voices (zh, es, fr, it, pt, hi) when installed (extra 'voices' +
+    # `callbot voices add kokoro-js-1.2.1.tgz`); they then speak those languages by default.
+    # No German Kokoro voice exists: German stays on espeak-ng.
+    kokoro: bool = True
+    kokoro_voices_dir: str | None = None  # default: $CALLBOT_CACHE_DIR/kokoro-voices
+    kokoro_speed: float = 1.0  # 0.5-2.0
     espeak_words_per_minute: int = 145  # slower is clearer
     server_url: str | None = None  # an OpenAI-compatible base URL with /audio/speech
     server_model: str = "tts-1"
@@ -191,13 +202,21 @@ class VoiceSettings:
             raise SettingsError("server_voices: list the speech server's voices to use")
         if self.espeak_words_per_minute < 80 or self.server_timeout_s <= 0:
             raise SettingsError("espeak_words_per_minute / server_timeout_s: out of range")
+        if not 0.5 <= self.kokoro_speed <= 2.0:
+            raise SettingsError("kokoro_speed: between 0.5 and 2.0")
 
 
 def build_voices(base: SpeechSynthesizer, settings: VoiceSettings) -> SpeechSynthesizer:
-    """The shared synthesizer with the other languages' voices beside the Piper voice(s)."""
+    """The shared synthesizer with the other languages' voices beside the Piper voice(s).
+
+    Blocking (Kokoro loads and warms up once per process, seconds): call it from a thread.
+    """
     from .tts.router import VoiceRouter
 
     engines: list[SpeechSynthesizer] = [base]
+    kokoro = load_kokoro(settings)
+    if kokoro is not None:
+        engines.append(kokoro)
     if settings.server_url:
         from .tts.openai_speech import OpenAISpeechSynthesizer
 
@@ -216,6 +235,26 @@ def build_voices(base: SpeechSynthesizer, settings: VoiceSettings) -> SpeechSynt
     return engines[0] if len(engines) == 1 else VoiceRouter(engines)
 
 
+def load_kokoro(settings: VoiceSettings) -> SpeechSynthesizer | None:
+    """The process's Kokoro voices, or None (with the reason logged) when not installed."""
+    if not settings.kokoro:
+        return None
+    from pathlib import Path
+
+    from .tts import kokoro
+
+    folder = Path(settings.kokoro_voices_dir).expanduser() if settings.kokoro_voices_dir else None
+    missing = kokoro.kokoro_available(folder)
+    if missing is not None:
+        log.info("no Kokoro voices (zh/es/fr stay on espeak-ng): %s", missing)
+        return None
+    try:
+        return kokoro.shared_kokoro(folder, settings.kokoro_speed)
+    except (kokoro.KokoroMissing, OSError, ImportError) as exc:
+        log.warning("Kokoro voices failed to load (zh/es/fr stay on espeak-ng): %s", exc)
+        return None
+
+
 def voices_by_language(languages: tuple[str, ...], voices: tuple[str, ...],
                        settings: VoiceSettings, english_voice: str | None = None
                        ) -> dict[str, str]:
@@ -229,6 +268,8 @@ def voices_by_language(languages: tuple[str, ...], voices: tuple[str, ...],
                 wanted = english_voice or (voices[0] if voices else None)
             elif server:
                 wanted = server[0]
+            elif KOKORO_VOICES.get(language) in voices:
+                wanted = KOKORO_VOICES[language]  # natural where Kokoro speaks it
             else:
                 wanted = DEFAULT_VOICES.get(language)
         if wanted is not None and wanted not in voices:

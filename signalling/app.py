@@ -62,7 +62,8 @@ def shared_engines(settings: EngineSettings, warm_up_prompt: str | None = None) 
 
 def language_engines(engines: Engines, config: CallbotConfig) -> Engines:
     """This app's view of the shared engines: detection among its languages, and a voice for
-    each (espeak-ng, or an OpenAI-compatible speech server, beside Piper)."""
+    each (Kokoro, espeak-ng, or an OpenAI-compatible speech server, beside Piper).
+    Blocking."""
     asr = engines.asr
     if isinstance(asr, LanguageRouter):
         asr = asr.restricted(config.languages)
@@ -139,7 +140,8 @@ def create_app(config: CallbotConfig | None = None, *, engines: Engines | None =
             loaded = engines
         else:
             loaded = await asyncio.to_thread(shared_engines, config.engines, prompt)
-        loaded = language_engines(loaded, config)
+        # In a thread: Kokoro's voices load and warm up there (seconds, once per process).
+        loaded = await asyncio.to_thread(language_engines, loaded, config)
         if config.turn.endpointing.neural_vad:
             await asyncio.to_thread(load_silero)
         guard = await asyncio.to_thread(build_guard, config.safety)

@@ -21,6 +21,7 @@ from callbot.pipeline.lang import CallLanguage, LanguageFollowingRecognizer
 from callbot.pipeline.safety.wordlists import DEFAULT_REFUSALS
 from callbot.pipeline.text import character_errors, has_cjk
 from callbot.pipeline.tts.espeak import EspeakSynthesizer
+from callbot.pipeline.tts.kokoro import kokoro_available
 from callbot.rtc.resample import resample_pcm
 from callbot.signalling.config import CallbotConfig, Limits
 from support import speech
@@ -159,9 +160,13 @@ async def test_healthz_lists_languages_and_voices(multilingual_server: str) -> N
             f"{multilingual_server}/healthz") as resp:
         body = await resp.json()
     assert body["languages"] == list(LANGUAGES)
+    # Kokoro's natural voices for zh/fr/es when installed (extra 'voices'), else espeak-ng;
+    # German is always espeak-ng (no Kokoro voice).
+    natural = kokoro_available() is None
     assert body["language_voices"] == {
-        "en": "en_US-joe-medium", "zh": "espeak-cmn", "de": "espeak-de", "fr": "espeak-fr",
-        "es": "espeak-es"}
+        "en": "en_US-joe-medium", "de": "espeak-de",
+        **({"zh": "kokoro-zf_xiaoxiao", "fr": "kokoro-ff_siwis", "es": "kokoro-ef_dora"}
+           if natural else {"zh": "espeak-cmn", "fr": "espeak-fr", "es": "espeak-es"})}
     assert {"en_US-joe-medium", "espeak-cmn", "espeak-de"} <= set(body["voices"])
     assert body["safety"] is True
 

@@ -25,6 +25,7 @@ from callbot.signalling.cli import capacity as capacity_cli
 from callbot.signalling.cli import configfile
 from callbot.signalling.cli import doctor as doctor_cli
 from callbot.signalling.cli import kb as kb_cli
+from callbot.signalling.cli import voices as voices_cli
 from callbot.signalling.cluster.workers import private_advertise, supervise, worker_count
 from callbot.signalling.config import CallbotConfig, ConfigError, with_overrides
 from callbot.signalling.server.engine_server import serve_engines
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     kb_cli.add_parser(sub)
     doctor_cli.add_parser(sub)
     configfile.add_parser(sub)
+    voices_cli.add_parser(sub)
     return parser
 
 
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return doctor_cli.main(args)
     if args.command == "config":
         return configfile.main(args)
+    if args.command == "voices":
+        return voices_cli.main(args)
     if args.command == "engines":
         _logging(args.log_level)
         settings = EngineSettings(asr_model=args.asr_model, asr_threads=args.asr_threads,
