@@ -98,6 +98,23 @@ def parse_vtt(text: str) -> list[tuple[float, float, str]]:
     return cues
 
 
+def test_keys_pressed_on_a_phone_are_in_the_transcript() -> None:
+    """A SIP caller's DTMF digits: one entry per burst, in order with the spoken turns."""
+    clock = Clock()
+    t = Transcript("c2", started_at=100.0, clock=clock)
+    for at, event in [(1.0, ev.Dtmf(digit="1")), (1.4, ev.Dtmf(digit="2")),
+                      (2.0, ev.SpeechStarted()), (3.0, ev.SpeechStopped()),
+                      (3.2, ev.TranscriptFinal(text="Opening hours please", turn_id=1)),
+                      (6.0, ev.Dtmf(digit="#"))]:
+        clock.t = 100.0 + at
+        t.on_event(event)
+    record = t.to_json()
+    keys = [(turn.get("dtmf"), turn["text"]) for turn in record["turns"]]
+    assert keys == [("12", ""), (None, "Opening hours please"), ("#", "")], keys
+    assert record["turns"][0]["start_ms"] == 1000 and record["turns"][0]["end_ms"] == 1400
+    assert "<v caller>[keypad: 12]" in to_vtt(record)
+
+
 def test_vtt_gives_one_cue_per_turn_with_voices() -> None:
     cues = parse_vtt(to_vtt(_conversation().to_json()))
     assert [c[2].split(">")[0] for c in cues] == ["<v caller", "<v bot", "<v caller"]

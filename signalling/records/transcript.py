@@ -14,6 +14,8 @@ from typing import Any
 
 from callbot.pipeline import events as ev
 
+DTMF_BURST_MS = 1500.0  # keys pressed closer than this are one entry (as the LLM hears them)
+
 
 @dataclass
 class TurnRecord:
@@ -26,6 +28,7 @@ class TurnRecord:
     interrupted: str | None = None  # bot: why it stopped early (barge_in, text_input, ...)
     latency: dict[str, Any] | None = None  # bot: the turn's stage timings (ms)
     safety: list[dict[str, Any]] = field(default_factory=list)
+    dtmf: str | None = None  # caller: keys pressed on a phone (one record per burst)
 
     def to_json(self, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
         def clean(text: str) -> str:
@@ -46,6 +49,8 @@ class TurnRecord:
             out["latency_ms"] = self.latency
         if self.safety:
             out["safety"] = self.safety
+        if self.dtmf is not None:
+            out["dtmf"] = self.dtmf
         return out
 
 
@@ -94,6 +99,14 @@ class Transcript:
             fields = event.fields()
             fields.pop("turn_id", None)
             self._bot_turn(event.turn_id, now).latency = fields
+        elif isinstance(event, ev.Dtmf):
+            last = self.turns[-1] if self.turns else None
+            if (last is not None and last.dtmf is not None and last.end_ms is not None
+                    and now - last.end_ms <= DTMF_BURST_MS):
+                last.dtmf += event.digit  # "1", "2" pressed in a row: one entry "12"
+                last.end_ms = now
+            else:
+                self.turns.append(TurnRecord("caller", "", now, now, dtmf=event.digit))
         elif isinstance(event, ev.SafetyFlagged):
             role = "caller" if event.source == "caller" else "bot"
             last = next((t for t in reversed(self.turns) if t.role == role), None)
@@ -118,7 +131,7 @@ class Transcript:
         self.ended_ms = self._now_ms()
 
     def to_json(self, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
-        turns = [t.to_json(redact) for t in self.turns if t.text or t.heard_text]
+        turns = [t.to_json(redact) for t in self.turns if t.text or t.heard_text or t.dtmf]
         out: dict[str, Any] = {"call_id": self.call_id, "turns": turns,
                                "ended": self.ended_ms is not None}
         if self.language is not None:
@@ -135,6 +148,8 @@ def to_vtt(record: dict[str, Any]) -> str:
         start = float(turn["start_ms"])
         end = max(float(turn["end_ms"]), start + 1)
         text = turn.get("heard_text", turn["text"]) if turn["role"] == "bot" else turn["text"]
+        if not text and turn.get("dtmf"):
+            text = f"[keypad: {turn['dtmf']}]"
         text = " ".join(str(text).replace("-->", "->").split())  # a cue is one line, no arrow
         lines += [str(i), f"{_vtt_time(start)} --> {_vtt_time(end)}",
                   f"<v {turn['role']}>{text}", ""]
