@@ -122,7 +122,8 @@ def test_config_file_errors_name_the_nested_key() -> None:
     config = from_mapping({"turn": {"reply": {"max_tokens": 30},
                                     "endpointing": {"question_end_ms": 250}}})
     assert config.turn == TurnSettings(endpointing=EndpointingSettings(question_end_ms=250),
-                                       reply=ReplySettings(max_tokens=30))
+                                       reply=ReplySettings(max_tokens=30, hold_after_s=0.6))
+    # hold_after_s unset follows the model: 0.6 s with the default 1.5B model
 
 
 def test_one_base_error_per_layer() -> None:

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..remote_http import RemoteClient
 from .normalise import classifier_text, fold, is_cjk_term, latin_part, term_body
 from .wordlists import DEFAULT_WORD_LISTS
 
@@ -180,6 +179,9 @@ class ModerationEndpoint:
         self.model = model
         self.timeout_s = timeout_s
         self.fail_open = fail_open
+        # here, not at import: `import callbot.pipeline` stays free of HTTP code (aiohttp)
+        from ..remote_http import RemoteClient
+
         self._client = RemoteClient.for_server(base_url, api_key=api_key, timeout_s=timeout_s)
         self.failures = 0
 
