@@ -31,15 +31,18 @@ def chromium_args(wav: Path, loop: bool = False) -> list[str]:
 
 @asynccontextmanager
 async def chromium_page(wav: Path, *, loop: bool = False, viewport: tuple[int, int] = (900, 760),
-                        color_scheme: str = "light") -> AsyncIterator[Any]:
-    """A page in a fresh headless Chromium whose microphone plays `wav` once (or in a loop)."""
+                        color_scheme: str = "light", extra_args: tuple[str, ...] = ()
+                        ) -> AsyncIterator[Any]:
+    """A page in a fresh headless Chromium whose microphone plays `wav` once (or in a loop);
+    `extra_args` add Chromium flags (e.g. a fake camera from a .y4m file)."""
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="callbot-chromium-")
     try:
         async with async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=chromium_args(wav, loop),
+                profile, executable_path=CHROMIUM, headless=True,
+                args=[*chromium_args(wav, loop), *extra_args],
                 viewport={"width": viewport[0], "height": viewport[1]},
                 color_scheme=color_scheme,  # type: ignore[arg-type]
             )

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import numpy as np
 import pytest
 
 from support import speech
-from support.browser import CHROMIUM, chromium_args
+from support.browser import CHROMIUM, chromium_page
 from support.vision_frames import sign
 from tests.conftest import ServerFactory
 from tests.test_browser import _events, _wait_event
@@ -47,28 +44,10 @@ def write_y4m(path: Path, image: np.ndarray, frames: int = 30, fps: int = 15) ->
     return path
 
 
-@asynccontextmanager
-async def camera_page(wav: Path, y4m: Path) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    profile = tempfile.mkdtemp(prefix="callbot-chromium-")
-    args = [*chromium_args(wav), f"--use-file-for-fake-video-capture={y4m}"]
-    try:
-        async with async_playwright() as pw:
-            context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=args,
-                viewport={"width": 900, "height": 900})
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
-                page.set_default_timeout(30_000)
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                yield page
-                assert not errors, f"uncaught errors in the page: {errors}"
-            finally:
-                await context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+def camera_page(wav: Path, y4m: Path) -> AbstractAsyncContextManager[Any]:
+    """The demo page in Chromium with `wav` as its microphone and `y4m` as its camera."""
+    return chromium_page(wav, viewport=(900, 900),
+                         extra_args=(f"--use-file-for-fake-video-capture={y4m}",))
 
 
 @pytest.fixture(scope="module")
