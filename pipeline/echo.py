@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .audio import FRAME_SAMPLES, PIPELINE_RATE
+from .audio import FRAME_SAMPLES, PIPELINE_RATE, take_samples
 
 AEC_CHUNK = PIPELINE_RATE // 100  # AEC3 works on 10 ms blocks
 # Far-end audio kept waiting for its near-end partner: more than this and the oldest goes
@@ -199,17 +199,7 @@ class EchoCanceller:
             self._far_queued -= self._far.popleft().size
 
     def _take_far(self, n: int) -> np.ndarray:
-        out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        while filled < n and self._far:
-            head = self._far[0]
-            take = min(n - filled, head.size)
-            out[filled:filled + take] = head[:take]
-            filled += take
-            if take == head.size:
-                self._far.popleft()
-            else:
-                self._far[0] = head[take:]
+        out, filled = take_samples(self._far, n)
         self._far_queued -= filled
         return out
 

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 from av import AudioFrame
 
-from callbot.pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE
+from callbot.pipeline.audio import FRAME_SAMPLES, PIPELINE_RATE, take_samples
 from callbot.rtc.resample import Rechunker, mono_resampler, resample_pcm
 
 log = logging.getLogger(__name__)
@@ -101,17 +101,7 @@ class PhoneOutput:
         """The next 20 ms of voice, or None (silence)."""
         if self._held or not self._chunks:
             return None
-        out = np.zeros(PHONE_FRAME, dtype=np.int16)
-        filled = 0
-        while filled < PHONE_FRAME and self._chunks:
-            head = self._chunks[0]
-            take = min(PHONE_FRAME - filled, head.size)
-            out[filled:filled + take] = head[:take]
-            filled += take
-            if take == head.size:
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = head[take:]
+        out, filled = take_samples(self._chunks, PHONE_FRAME)
         self._queued -= filled
         if not self._chunks:
             self._drained.set()
